@@ -1,0 +1,164 @@
+// The plan of a mirror-apply: what to write, re-stamp, delete and create so the deploy directory
+// equals the manifest, leaving ignored paths alone. Computing it changes nothing.
+import type { Ignore } from 'ignore';
+import { join } from 'node:path';
+import type { Digest } from '../digest.js';
+import { KkError } from '../errors.js';
+import type { Hasher } from '../hash/pool.js';
+import type { DirEntry, FileEntry, Manifest } from '../manifest.js';
+import { parentsOf } from '../paths.js';
+import { isIgnored } from '../scan.js';
+import { forEachLimit } from '../store.js';
+import type { TargetTree } from './walk.js';
+import type { PlacedFile } from './target-state.js';
+
+export type WriteReason = 'add' | 'update' | 'replace';
+
+export interface ApplyPlan {
+  /** Files to stage and rename into place. */
+  write: { file: FileEntry; reason: WriteReason }[];
+  /** Same content, different mode or mtime: fixed in place. */
+  meta: FileEntry[];
+  unchanged: number;
+  /** Files, symlinks and other non-directories to remove (not in the version, or in the way). */
+  deleteFiles: string[];
+  /** Directories to remove, deepest first. */
+  deleteDirs: string[];
+  /** Directories to create, outermost first. */
+  makeDirs: DirEntry[];
+  chmodDirs: DirEntry[];
+  /** Content of target files we know (stat cache or hashing): seeds for the fetch. */
+  known: Map<string, Digest>;
+  /** Manifest paths skipped because the ignore rules cover them. */
+  ignoredInManifest: number;
+  bytesToWrite: number;
+  bytesHashed: number;
+}
+
+export interface PlanSummary {
+  filesAdded: number;
+  filesChanged: number;
+  filesDeleted: number;
+  filesUnchanged: number;
+  filesMetaOnly: number;
+  dirsCreated: number;
+  dirsDeleted: number;
+  bytesToWrite: number;
+}
+
+export function summarizePlan(p: ApplyPlan): PlanSummary {
+  return {
+    filesAdded: p.write.filter((w) => w.reason === 'add').length,
+    filesChanged: p.write.filter((w) => w.reason !== 'add').length,
+    filesDeleted: p.deleteFiles.length,
+    filesUnchanged: p.unchanged,
+    filesMetaOnly: p.meta.length,
+    dirsCreated: p.makeDirs.length,
+    dirsDeleted: p.deleteDirs.length,
+    bytesToWrite: p.bytesToWrite,
+  };
+}
+
+export function planIsEmpty(p: ApplyPlan): boolean {
+  return !p.write.length && !p.meta.length && !p.deleteFiles.length && !p.deleteDirs.length && !p.makeDirs.length && !p.chmodDirs.length;
+}
+
+const depth = (p: string) => p.split('/').length;
+
+export async function computePlan(args: {
+  manifest: Manifest;
+  tree: TargetTree;
+  root: string;
+  ig: Ignore;
+  placed: Map<string, PlacedFile>;
+  verify: boolean;
+  hasher: Hasher;
+}): Promise<ApplyPlan> {
+  const { manifest, tree, ig, placed } = args;
+  const files = manifest.files.filter((f) => !isIgnored(ig, f.path, false));
+  const ignoredInManifest = manifest.files.length - files.length;
+  const wantedFiles = new Map(files.map((f) => [f.path, f]));
+  const wantedDirs = new Map<string, number>();
+  for (const d of manifest.dirs) if (!isIgnored(ig, d.path, true)) wantedDirs.set(d.path, d.mode);
+  for (const f of files) for (const p of parentsOf(f.path)) if (!wantedDirs.has(p)) wantedDirs.set(p, 0o755);
+
+  const plan: ApplyPlan = {
+    write: [],
+    meta: [],
+    unchanged: 0,
+    deleteFiles: [],
+    deleteDirs: [],
+    makeDirs: [],
+    chmodDirs: [],
+    known: new Map(),
+    ignoredInManifest,
+    bytesToWrite: 0,
+    bytesHashed: 0,
+  };
+
+  // Content of existing files: trusted from the stat cache, else hashed when the size matches.
+  const toHash: string[] = [];
+  for (const [path, e] of tree.entries) {
+    if (e.kind !== 'file') continue;
+    const pc = placed.get(path);
+    if (!args.verify && pc && pc.size === e.size && pc.mtimeMs === e.mtimeMs && pc.ctimeMs === e.ctimeMs && pc.ino === e.ino) {
+      plan.known.set(path, pc.sha256);
+    } else if (wantedFiles.get(path)?.size === e.size) {
+      toHash.push(path);
+    }
+  }
+  const batches: string[][] = [];
+  for (let i = 0; i < toHash.length; i += 64) batches.push(toHash.slice(i, i + 64));
+  await forEachLimit(batches, args.hasher.threads * 2, async (batch) => {
+    const res = await args.hasher.hashFiles(batch.map((p) => join(args.root, p)), manifest.chunking);
+    res.forEach((r, i) => {
+      if ('sha256' in r) {
+        plan.known.set(batch[i]!, r.sha256 as Digest);
+        plan.bytesHashed += r.size;
+      }
+    });
+  });
+
+  for (const f of files) {
+    const e = tree.entries.get(f.path);
+    if (!e) {
+      plan.write.push({ file: f, reason: 'add' });
+    } else if (e.kind === 'file' && plan.known.get(f.path) === f.sha256) {
+      if ((e.mode & 0o7777) !== f.mode || e.mtimeMs !== f.mtime) plan.meta.push(f);
+      else plan.unchanged++;
+      continue;
+    } else {
+      plan.write.push({ file: f, reason: e.kind === 'file' ? 'update' : 'replace' });
+    }
+    plan.bytesToWrite += f.size;
+  }
+
+  for (const [path, e] of tree.entries) {
+    if (e.kind === 'dir') {
+      if (wantedDirs.has(path)) continue;
+      if (e.keepsIgnored) {
+        if (wantedFiles.has(path)) {
+          throw new KkError('TARGET_CONFLICT', `${join(args.root, path)} must become a file but holds ignored content`, {
+            hint: 'move the ignored files away or change the ignore rules',
+          });
+        }
+        continue;
+      }
+      plan.deleteDirs.push(path);
+    } else if (!wantedFiles.has(path) || e.kind === 'other' || wantedDirs.has(path)) {
+      plan.deleteFiles.push(path);
+    }
+  }
+  plan.deleteDirs.sort((a, b) => depth(b) - depth(a) || (a < b ? -1 : 1));
+
+  for (const [path, mode] of wantedDirs) {
+    const e = tree.entries.get(path);
+    if (e?.kind === 'dir') {
+      if (e.mode !== mode) plan.chmodDirs.push({ path, mode });
+    } else {
+      plan.makeDirs.push({ path, mode });
+    }
+  }
+  plan.makeDirs.sort((a, b) => depth(a.path) - depth(b.path) || (a.path < b.path ? -1 : 1));
+  return plan;
+}

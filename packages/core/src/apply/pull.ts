@@ -1,0 +1,450 @@
+// Pull = mirror-apply (DESIGN 7): make a deploy directory hold exactly one version's files, in
+// place. Stage every new or changed file completely (seeded from local files where possible,
+// fetched from the store otherwise, every chunk verified), then commit through a journal.
+import { mkdir, open, readdir, rm, stat, unlink } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { type Digest, digestHex } from '../digest.js';
+import { KkError } from '../errors.js';
+import type { Hasher } from '../hash/pool.js';
+import { type Manifest, fileChunks } from '../manifest.js';
+import { assertAppName, assertProjectName } from '../names.js';
+import { type ProgressCallback, phaseReporter } from '../progress.js';
+import { makeIgnore } from '../scan.js';
+import { type Store, forEachLimit } from '../store.js';
+import { type ApplyPlan, type PlanSummary, computePlan, planIsEmpty, summarizePlan } from './plan.js';
+import { type AppliedVersion, type PlacedFile, TargetState } from './target-state.js';
+import { type Journal, keepFile, mtimeArg, readJournal, runJournal, writeJournal } from './journal.js';
+import { walkTarget } from './walk.js';
+
+/** A store, or a function that opens one only when a chunk must come from it. */
+export type StoreSource = Store | (() => Promise<Store>);
+
+export interface PullOptions {
+  store?: StoreSource;
+  hasher: Hasher;
+  project: string;
+  app: string;
+  /** A version name, `latest`, or a channel such as `promoted`. */
+  version?: string;
+  /** Apply this manifest instead of resolving `version` in the store (rollback does). */
+  manifest?: { manifest: Manifest; digest: Digest };
+  /** The deploy directory. */
+  target: string;
+  stateDir?: string;
+  /** gitignore-syntax patterns: matching paths in the target are never touched. */
+  ignore?: string[];
+  /** Allow taking over a non-empty directory kk has never managed. */
+  adopt?: boolean;
+  /** Refuse (MAX_DELETE) when more files than this would be deleted. */
+  maxDelete?: number;
+  dryRun?: boolean;
+  /** Rehash every file in the target instead of trusting the stat cache. */
+  verify?: boolean;
+  /** Parallel chunk fetches and copies. Default 8. */
+  concurrency?: number;
+  /** fsync staged files before the commit. Default true. */
+  fsync?: boolean;
+  onProgress?: ProgressCallback;
+  /** Command name for the lock file. */
+  command?: string;
+}
+
+export interface PullResult {
+  project: string;
+  app: string;
+  version: string;
+  manifest: Digest;
+  target: string;
+  /** The version the directory held before, if kk knew it. */
+  previous?: string;
+  dryRun: boolean;
+  /** Nothing differed: the directory already held the version. */
+  upToDate: boolean;
+  plan: PlanSummary;
+  /** Paths by change, for diff and dry-run. */
+  paths?: { added: string[]; changed: string[]; deleted: string[]; metaOnly: string[] };
+  chunksFetched: number;
+  /** Bytes received from the store (as stored, maybe compressed). */
+  bytesFetched: number;
+  /** Uncompressed size of the fetched chunks. */
+  bytesFetchedRaw: number;
+  chunksSeeded: number;
+  /** Bytes copied from files already on this machine. */
+  bytesSeeded: number;
+  /** Bytes read to compare existing files (no stat cache, or --verify). */
+  bytesHashed: number;
+  /** An interrupted earlier apply was finished first. */
+  recovered: boolean;
+  durationMs: number;
+}
+
+/** The reserved in-target staging directory, used only when the state dir is on another device. */
+export const IN_TARGET_STAGING = '.kk-staging';
+
+interface Seed {
+  abs: string;
+  offset: number;
+}
+
+async function openStore(s: StoreSource | undefined): Promise<Store> {
+  if (!s) throw new KkError('NOT_FOUND', 'a chunk is not available locally and no store was given', { hint: 'pass --store' });
+  return typeof s === 'function' ? s() : s;
+}
+
+/** Finish a commit that a killed run started. Returns whether there was one. */
+async function recover(state: TargetState): Promise<boolean> {
+  const j = await readJournal(state.journalFile);
+  if (!j) return false;
+  await runJournal(state.target, j);
+  await state.recordApplied(j.applied);
+  // Stats of half-committed files are unknown: the next plan hashes instead of trusting them.
+  await state.clearStat();
+  await unlink(state.journalFile).catch(() => {});
+  await rm(j.stagingDir, { recursive: true, force: true });
+  return true;
+}
+
+export async function pull(opts: PullOptions): Promise<PullResult> {
+  const t0 = performance.now();
+  assertProjectName(opts.project);
+  assertAppName(opts.app);
+  const target = resolve(opts.target);
+  const state = new TargetState(target, opts.stateDir);
+  const dryRun = !!opts.dryRun;
+  const release = dryRun ? async () => {} : await state.lock(opts.command ?? 'pull');
+  try {
+    const recovered = dryRun ? false : await recover(state);
+
+    // ---- what to apply ----
+    let manifest: Manifest;
+    let digest: Digest;
+    let store: Store | undefined;
+    if (opts.manifest) {
+      ({ manifest, digest } = opts.manifest);
+    } else {
+      store = await openStore(opts.store);
+      const info = await store.resolveVersion(opts.project, opts.app, opts.version ?? 'latest');
+      digest = info.manifest;
+      manifest = (await state.loadManifest(digest)) ?? (await store.getManifest(digest));
+    }
+    if (manifest.project !== opts.project || manifest.app !== opts.app) {
+      throw new KkError('MANIFEST_INVALID', `manifest ${digest} is ${manifest.project}/${manifest.app}, not ${opts.project}/${opts.app}`);
+    }
+
+    // ---- plan ----
+    const exists = await stat(target).then((s) => s.isDirectory(), () => false);
+    if (!exists && !dryRun) await mkdir(target, { recursive: true });
+    const ig = makeIgnore(opts.ignore);
+    const tree = exists || !dryRun ? await walkTarget(target, ig, new Set([IN_TARGET_STAGING])) : { entries: new Map(), ignored: 0 };
+    const prior = await state.read();
+    if (!prior && tree.entries.size > 0 && !opts.adopt) {
+      throw new KkError('TARGET_NOT_MANAGED', `${target} is not empty and kk has never deployed to it`, {
+        hint: 'pull into an empty directory, or pass --adopt to take it over (files the version lacks will be deleted)',
+        details: { target, entries: tree.entries.size },
+      });
+    }
+    const placed = await state.readStat();
+    const plan = await computePlan({ manifest, tree, root: target, ig, placed, verify: !!opts.verify, hasher: opts.hasher });
+    if (opts.maxDelete !== undefined && plan.deleteFiles.length > opts.maxDelete) {
+      throw new KkError('MAX_DELETE', `applying ${manifest.version} would delete ${plan.deleteFiles.length} files in ${target}, more than the limit of ${opts.maxDelete}`, {
+        hint: 'check the target and version (kk diff), then raise --max-delete if this is intended',
+      });
+    }
+    const result: PullResult = {
+      project: opts.project,
+      app: opts.app,
+      version: manifest.version,
+      manifest: digest,
+      target,
+      dryRun,
+      upToDate: planIsEmpty(plan),
+      plan: summarizePlan(plan),
+      chunksFetched: 0,
+      bytesFetched: 0,
+      bytesFetchedRaw: 0,
+      chunksSeeded: 0,
+      bytesSeeded: 0,
+      bytesHashed: plan.bytesHashed,
+      recovered,
+      durationMs: 0,
+    };
+    const previous = prior?.history[0];
+    if (previous) result.previous = previous.version;
+    if (dryRun) {
+      result.paths = {
+        added: plan.write.filter((w) => w.reason === 'add').map((w) => w.file.path),
+        changed: plan.write.filter((w) => w.reason !== 'add').map((w) => w.file.path),
+        deleted: plan.deleteFiles,
+        metaOnly: plan.meta.map((f) => f.path),
+      };
+      result.durationMs = Math.round(performance.now() - t0);
+      return result;
+    }
+
+    // ---- stage ----
+    await mkdir(state.dir, { recursive: true });
+    const sameDevice = (await stat(state.dir)).dev === (await stat(target)).dev;
+    const stagingDir = sameDevice ? state.stagingDir : join(target, IN_TARGET_STAGING);
+    await rm(stagingDir, { recursive: true, force: true });
+    await mkdir(stagingDir, { recursive: true, mode: 0o700 });
+    const history = await loadHistoryManifests(state, prior?.history ?? []);
+    const seeds = buildSeedIndex(target, plan, manifest, history, sameDevice ? state.cacheDir : undefined, tree);
+    await stageFiles(plan, stagingDir, seeds, { ...opts, store: store ?? opts.store }, result);
+
+    // ---- commit ----
+    const applied: AppliedVersion = { project: opts.project, app: opts.app, version: manifest.version, manifest: digest, appliedAt: new Date().toISOString() };
+    await state.saveManifest(manifest);
+    const journal: Journal = {
+      format: 'kk-journal/1',
+      target,
+      applied,
+      stagingDir,
+      unlink: plan.deleteFiles,
+      rmdir: plan.deleteDirs,
+      mkdir: plan.makeDirs,
+      rename: plan.write.map((w, i) => [String(i), w.file.path]),
+      meta: plan.meta.map((f) => ({ path: f.path, mode: f.mode, mtime: f.mtime })),
+      chmodDirs: plan.chmodDirs,
+    };
+    opts.onProgress?.({ phase: 'commit', done: 0, total: journal.rename.length, bytesDone: 0, bytesTotal: 0 });
+    if (sameDevice) await mkdir(state.cacheDir, { recursive: true });
+    await writeJournal(state.journalFile, journal);
+    await runJournal(target, journal, {
+      // Keep replaced files (hard links, free) so rollback needs no network.
+      beforeReplace: sameDevice
+        ? async (p) => {
+            const sha = plan.known.get(p);
+            if (sha) await keepFile(join(target, p), join(state.cacheDir, digestHex(sha)));
+          }
+        : undefined,
+    });
+    await state.writeStat(await placedStats(target, manifest, plan, tree, placed));
+    await state.recordApplied(applied);
+    await unlink(state.journalFile);
+    await rm(stagingDir, { recursive: true, force: true });
+    if (sameDevice) await pruneFileCache(state.cacheDir, history);
+    result.durationMs = Math.round(performance.now() - t0);
+    return result;
+  } finally {
+    await release();
+  }
+}
+
+/** Manifests of the versions applied before (newest first, up to 3), from local state. */
+async function loadHistoryManifests(state: TargetState, history: AppliedVersion[]): Promise<Manifest[]> {
+  const out: Manifest[] = [];
+  const seen = new Set<string>();
+  for (const h of history) {
+    if (out.length >= 3) break;
+    if (seen.has(h.manifest)) continue;
+    seen.add(h.manifest);
+    const m = await state.loadManifest(h.manifest).catch(() => undefined);
+    if (m) out.push(m);
+  }
+  return out;
+}
+
+/**
+ * Where each chunk can be copied from locally: files in the target whose content is known (or
+ * believed, from the last applied manifest), then files kept from earlier versions. Every copy
+ * is verified, so a wrong belief costs a read, never a wrong byte.
+ */
+function buildSeedIndex(
+  target: string,
+  plan: ApplyPlan,
+  manifest: Manifest,
+  history: Manifest[],
+  cacheDir: string | undefined,
+  tree: Awaited<ReturnType<typeof walkTarget>>,
+): Map<Digest, Seed[]> {
+  const index = new Map<Digest, Seed[]>();
+  const add = (abs: string, chunks: [Digest, number][]) => {
+    let offset = 0;
+    for (const [d, size] of chunks) {
+      const list = index.get(d);
+      if (!list) index.set(d, [{ abs, offset }]);
+      else if (list.length < 3) list.push({ abs, offset });
+      offset += size;
+    }
+  };
+  const chunksBySha = new Map<Digest, [Digest, number][]>();
+  for (const m of [manifest, ...history]) for (const f of m.files) if (!chunksBySha.has(f.sha256)) chunksBySha.set(f.sha256, fileChunks(f));
+  for (const [path, sha] of plan.known) {
+    const chunks = chunksBySha.get(sha);
+    if (chunks) add(join(target, path), chunks);
+  }
+  const current = history[0];
+  if (current) {
+    for (const f of current.files) {
+      const e = tree.entries.get(f.path);
+      if (e?.kind === 'file' && e.size === f.size && !plan.known.has(f.path)) add(join(target, f.path), fileChunks(f));
+    }
+  }
+  if (cacheDir) for (const [sha, chunks] of chunksBySha) add(join(cacheDir, digestHex(sha)), chunks);
+  return index;
+}
+
+async function stageFiles(
+  plan: ApplyPlan,
+  stagingDir: string,
+  seeds: Map<Digest, Seed[]>,
+  opts: PullOptions,
+  result: PullResult,
+): Promise<void> {
+  const { hasher } = opts;
+  const concurrency = Math.max(opts.concurrency ?? 8, hasher.threads * 2);
+  const progress = phaseReporter(opts.onProgress, 'fetch', plan.write.length, plan.bytesToWrite);
+  const fromStore = new Map<Digest, { size: number; dests: { path: string; offset: number }[] }>();
+  const seedTasks: { d: Digest; size: number; path: string; offset: number }[] = [];
+
+  // Create every staged file at its final size, so chunks can land in any order.
+  await forEachLimit(plan.write.keys(), 16, async (i) => {
+    const f = plan.write[i]!.file;
+    const path = join(stagingDir, String(i));
+    const fh = await open(path, 'w', 0o600);
+    await fh.truncate(f.size);
+    await fh.close();
+    let offset = 0;
+    for (const [d, size] of fileChunks(f)) {
+      if (seeds.has(d)) seedTasks.push({ d, size, path, offset });
+      else addStoreDest(fromStore, d, size, path, offset);
+      offset += size;
+    }
+  });
+
+  await forEachLimit(seedTasks, concurrency, async (t) => {
+    for (const s of seeds.get(t.d)!) {
+      const r = await hasher.copyChunk(s.abs, s.offset, t.size, t.d, t.path, t.offset);
+      if (r.ok) {
+        result.chunksSeeded++;
+        result.bytesSeeded += t.size;
+        progress.add(0, t.size);
+        return;
+      }
+    }
+    addStoreDest(fromStore, t.d, t.size, t.path, t.offset);
+  });
+
+  if (fromStore.size) {
+    const store = await openStore(opts.store);
+    await forEachLimit(fromStore, opts.concurrency ?? 8, async ([d, { size, dests }]) => {
+      const object = await store.getChunkObject(d);
+      for (const dest of dests) {
+        const r = await hasher.writeChunk(object, d, size, dest.path, dest.offset);
+        if (!r.ok) {
+          throw new KkError('CHUNK_CORRUPT', `${r.reason} (store ${store.driver.name})`, {
+            hint: 'the store holds damaged data: re-push this version from its build, or restore the chunk from a copy',
+            details: { digest: d },
+          });
+        }
+        progress.add(0, size);
+      }
+      result.chunksFetched++;
+      result.bytesFetched += object.length;
+      result.bytesFetchedRaw += size;
+    });
+  }
+
+  // Metadata and durability before anything is renamed into place.
+  const fsync = opts.fsync ?? true;
+  await forEachLimit(plan.write.keys(), 16, async (i) => {
+    const f = plan.write[i]!.file;
+    const fh = await open(join(stagingDir, String(i)), 'r+');
+    try {
+      await fh.chmod(f.mode);
+      await fh.utimes(mtimeArg(f.mtime), mtimeArg(f.mtime));
+      if (fsync) await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    progress.add(1, 0);
+  });
+  progress.end();
+}
+
+function addStoreDest(m: Map<Digest, { size: number; dests: { path: string; offset: number }[] }>, d: Digest, size: number, path: string, offset: number) {
+  const e = m.get(d);
+  if (e) e.dests.push({ path, offset });
+  else m.set(d, { size, dests: [{ path, offset }] });
+}
+
+/** Stat cache after the commit: what each manifest path now holds. */
+async function placedStats(
+  target: string,
+  manifest: Manifest,
+  plan: ApplyPlan,
+  tree: Awaited<ReturnType<typeof walkTarget>>,
+  before: Map<string, PlacedFile>,
+): Promise<Map<string, PlacedFile>> {
+  const out = new Map<string, PlacedFile>();
+  const rewritten = new Set([...plan.write.map((w) => w.file.path), ...plan.meta.map((f) => f.path)]);
+  const byPath = new Map(manifest.files.map((f) => [f.path, f]));
+  await forEachLimit(byPath.values(), 32, async (f) => {
+    const e = tree.entries.get(f.path);
+    if (!rewritten.has(f.path) && e?.kind === 'file' && plan.known.get(f.path) === f.sha256) {
+      out.set(f.path, { size: e.size, mtimeMs: e.mtimeMs, ctimeMs: e.ctimeMs, ino: e.ino, sha256: f.sha256 });
+      return;
+    }
+    if (!rewritten.has(f.path)) {
+      const prev = before.get(f.path);
+      if (!prev) return;
+    }
+    const st = await stat(join(target, f.path)).catch(() => undefined);
+    if (st?.isFile()) out.set(f.path, { size: st.size, mtimeMs: Math.floor(st.mtimeMs), ctimeMs: st.ctimeMs, ino: st.ino, sha256: f.sha256 });
+  });
+  return out;
+}
+
+/** Keep files of the last few versions only. */
+async function pruneFileCache(cacheDir: string, history: Manifest[]): Promise<void> {
+  const keep = new Set<string>();
+  for (const m of history) for (const f of m.files) keep.add(digestHex(f.sha256));
+  const names = await readdir(cacheDir).catch(() => [] as string[]);
+  await forEachLimit(names, 16, async (n) => {
+    if (!keep.has(n)) await unlink(join(cacheDir, n)).catch(() => {});
+  });
+}
+
+export interface RollbackOptions extends Omit<PullOptions, 'version' | 'manifest' | 'project' | 'app'> {
+  /** Version to return to; default the one applied before the current. */
+  to?: string;
+}
+
+/**
+ * Apply the previously applied version again, from local state (manifest copy, file cache,
+ * seeding) so the common case needs no network.
+ */
+export async function rollback(opts: RollbackOptions): Promise<PullResult> {
+  const state = new TargetState(opts.target, opts.stateDir);
+  const s = await state.read();
+  const current = s?.history[0];
+  if (!s || !current) {
+    throw new KkError('NOTHING_TO_ROLLBACK', `kk has not deployed anything to ${state.target}`, { hint: 'pull a version first' });
+  }
+  const entry = opts.to
+    ? s.history.find((h) => h.version === opts.to)
+    : s.history.find((h) => h.manifest !== current.manifest);
+  if (!entry) {
+    throw new KkError('NOTHING_TO_ROLLBACK', opts.to ? `${opts.to} was never deployed to ${state.target}` : `${state.target} has no earlier version than ${current.version}`, {
+      hint: opts.to ? 'pull it instead: kk pull --version ' + opts.to : 'nothing to go back to',
+    });
+  }
+  let manifest = await state.loadManifest(entry.manifest);
+  if (!manifest) manifest = await (await openStore(opts.store)).getManifest(entry.manifest);
+  return pull({ ...opts, project: entry.project, app: entry.app, manifest: { manifest, digest: entry.manifest }, command: opts.command ?? 'rollback' });
+}
+
+/** What kk knows about a deploy directory: its history and the apply lock holder. */
+export async function targetStatus(target: string, stateDir?: string) {
+  const state = new TargetState(target, stateDir);
+  const s = await state.read();
+  return {
+    target: state.target,
+    stateDir: state.dir,
+    managed: !!s,
+    current: s?.history[0],
+    history: s?.history ?? [],
+    lock: await state.lockHolder(),
+    interrupted: !!(await readJournal(state.journalFile)),
+  };
+}

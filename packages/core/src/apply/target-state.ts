@@ -1,0 +1,152 @@
+// Local state of one deploy directory (DESIGN 7), kept outside it: what was applied (history),
+// copies of those manifests, the stat cache, the apply lock, the commit journal, the staging
+// area and a cache of files replaced by later versions (for offline rollback).
+import { hostname } from 'node:os';
+import { mkdir, open, readFile, rm, stat, unlink } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { type Digest, digestHex } from '../digest.js';
+import { KkError } from '../errors.js';
+import { type Manifest, decodeManifest, encodeManifest } from '../manifest.js';
+import { defaultStateRoot, pathKey, readJsonFile, writeFileAtomic } from '../state.js';
+
+export interface AppliedVersion {
+  project: string;
+  app: string;
+  version: string;
+  manifest: Digest;
+  appliedAt: string;
+}
+
+export interface TargetStateFile {
+  format: 'kk-target/1';
+  target: string;
+  /** Newest first; [0] is what the directory holds now. */
+  history: AppliedVersion[];
+}
+
+export interface PlacedFile {
+  size: number;
+  mtimeMs: number;
+  ctimeMs: number;
+  ino: number;
+  sha256: Digest;
+}
+
+const HISTORY = 20;
+
+export class TargetState {
+  readonly dir: string;
+
+  constructor(
+    readonly target: string,
+    stateRoot?: string,
+  ) {
+    this.target = resolve(target);
+    this.dir = join(stateRoot ? resolve(stateRoot) : defaultStateRoot(), 'targets', pathKey(this.target));
+  }
+
+  get stagingDir(): string {
+    return join(this.dir, 'staging');
+  }
+  get cacheDir(): string {
+    return join(this.dir, 'files');
+  }
+  private get stateFile(): string {
+    return join(this.dir, 'state.json');
+  }
+  private get statFile(): string {
+    return join(this.dir, 'stat.json');
+  }
+  get journalFile(): string {
+    return join(this.dir, 'journal.json');
+  }
+  private get lockFile(): string {
+    return join(this.dir, 'lock');
+  }
+
+  async read(): Promise<TargetStateFile | undefined> {
+    const s = await readJsonFile<TargetStateFile>(this.stateFile);
+    return s?.format === 'kk-target/1' ? s : undefined;
+  }
+
+  async recordApplied(v: AppliedVersion): Promise<TargetStateFile> {
+    const prev = await this.read();
+    const history = [v, ...(prev?.history ?? [])].slice(0, HISTORY);
+    const s: TargetStateFile = { format: 'kk-target/1', target: this.target, history };
+    await writeFileAtomic(this.stateFile, JSON.stringify(s, null, 1));
+    return s;
+  }
+
+  async saveManifest(m: Manifest): Promise<Digest> {
+    const { bytes, digest } = encodeManifest(m);
+    await writeFileAtomic(join(this.dir, 'manifests', `${digestHex(digest)}.json`), bytes);
+    return digest;
+  }
+
+  async loadManifest(d: Digest): Promise<Manifest | undefined> {
+    try {
+      return decodeManifest(await readFile(join(this.dir, 'manifests', `${digestHex(d)}.json`)), d);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+  }
+
+  async readStat(): Promise<Map<string, PlacedFile>> {
+    const s = await readJsonFile<Record<string, PlacedFile>>(this.statFile);
+    return new Map(Object.entries(s ?? {}));
+  }
+
+  async writeStat(entries: Map<string, PlacedFile>): Promise<void> {
+    await writeFileAtomic(this.statFile, JSON.stringify(Object.fromEntries(entries)));
+  }
+
+  async clearStat(): Promise<void> {
+    await rm(this.statFile, { force: true });
+  }
+
+  /** Take the apply lock: one apply per target at a time. A dead holder's lock is taken over. */
+  async lock(command: string): Promise<() => Promise<void>> {
+    await mkdir(this.dir, { recursive: true });
+    const body = JSON.stringify({ pid: process.pid, host: hostname(), started: new Date().toISOString(), command });
+    for (let attempt = 0; attempt < 3; attempt++) {
+      try {
+        const fh = await open(this.lockFile, 'wx');
+        await fh.writeFile(body);
+        await fh.close();
+        return async () => {
+          await unlink(this.lockFile).catch(() => {});
+        };
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      }
+      const holder = await this.lockHolder();
+      if (holder && !holder.stale) {
+        throw new KkError('LOCKED', `${this.target} is being applied by pid ${holder.pid} on ${holder.host} (${holder.command}, since ${holder.started})`, {
+          hint: 'wait for it to finish; if that process is gone, kk takes the lock over by itself',
+          details: { ...holder },
+        });
+      }
+      await unlink(this.lockFile).catch(() => {});
+    }
+    throw new KkError('LOCKED', `could not take the apply lock of ${this.target}`);
+  }
+
+  /** Who holds the apply lock, if anyone; `stale` when that process is gone. */
+  async lockHolder(): Promise<{ pid: number; host: string; started: string; command: string; stale: boolean } | undefined> {
+    const h = await readJsonFile<{ pid: number; host: string; started: string; command: string }>(this.lockFile);
+    if (!h) {
+      // A lock file that exists but is unreadable (torn write) belongs to nobody.
+      return (await stat(this.lockFile).catch(() => undefined)) ? { pid: 0, host: '', started: '', command: '', stale: true } : undefined;
+    }
+    let alive = true;
+    if (h.host === hostname()) {
+      try {
+        process.kill(h.pid, 0);
+      } catch (err) {
+        alive = (err as NodeJS.ErrnoException).code === 'EPERM';
+      }
+    }
+    return { ...h, stale: !alive };
+  }
+}

@@ -1,0 +1,51 @@
+// Read the deploy directory as it is, without following symlinks, skipping ignored paths.
+import { lstat, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Ignore } from 'ignore';
+import { isIgnored } from '../scan.js';
+
+export type TargetEntry =
+  | { kind: 'file'; size: number; mode: number; mtimeMs: number; ctimeMs: number; ino: number }
+  | { kind: 'dir'; mode: number; /** Holds ignored entries somewhere below. */ keepsIgnored: boolean }
+  | { kind: 'other' };
+
+export interface TargetTree {
+  entries: Map<string, TargetEntry>;
+  /** Ignored paths found (never touched). */
+  ignored: number;
+}
+
+export async function walkTarget(root: string, ig: Ignore, reserved: ReadonlySet<string>): Promise<TargetTree> {
+  const entries = new Map<string, TargetEntry>();
+  let ignored = 0;
+  async function visit(rel: string): Promise<boolean> {
+    let keepsIgnored = false;
+    const names = await readdir(rel ? join(root, rel) : root, { withFileTypes: true });
+    for (const d of names) {
+      const path = rel ? `${rel}/${d.name}` : d.name;
+      if (!rel && reserved.has(d.name)) continue;
+      if (isIgnored(ig, path, d.isDirectory())) {
+        ignored++;
+        keepsIgnored = true;
+        continue;
+      }
+      if (d.isDirectory()) {
+        const st = await lstat(join(root, path));
+        const entry: TargetEntry = { kind: 'dir', mode: st.mode & 0o1777, keepsIgnored: false };
+        entries.set(path, entry);
+        if (await visit(path)) {
+          entry.keepsIgnored = true;
+          keepsIgnored = true;
+        }
+      } else if (d.isFile()) {
+        const st = await lstat(join(root, path));
+        entries.set(path, { kind: 'file', size: st.size, mode: st.mode & 0o7777, mtimeMs: Math.floor(st.mtimeMs), ctimeMs: st.ctimeMs, ino: st.ino });
+      } else {
+        entries.set(path, { kind: 'other' });
+      }
+    }
+    return keepsIgnored;
+  }
+  await visit('');
+  return { entries, ignored };
+}

@@ -1,0 +1,82 @@
+// The driver contract (DESIGN 5): a narrow key-value interface split by capability. Drivers do
+// the minimum; the core Store validates names and digests, verifies bytes and maps errors.
+// Keys are `/`-separated ASCII paths from DESIGN 3 (`chunks/ab/ab12...`, `refs/p/a/v`...).
+
+export interface DriverCapabilities {
+  /** `get` honours a byte range without reading the whole object. */
+  rangeReads: boolean;
+  /** `putIfAbsent` is atomic: of two concurrent creators exactly one gets `true`. */
+  atomicCreate: boolean;
+  /** `list` and `listChildren` are supported. */
+  listing: boolean;
+  /** `delete` is supported (the driver is a PruneDriver). */
+  deletion: boolean;
+  /** `hasMany` is answered in few backend requests rather than one per key. */
+  batchExists: boolean;
+}
+
+export interface ObjectInfo {
+  key: string;
+  size: number;
+  /** Last modification, ms since the epoch. Immutable objects: their creation time. */
+  mtime: number;
+}
+
+export interface ByteRange {
+  /** First byte, inclusive. */
+  start: number;
+  /** Last byte, inclusive. */
+  end: number;
+}
+
+export interface ReadDriver {
+  /** Short scheme-like name for messages and metrics, e.g. `file`. */
+  readonly name: string;
+  readonly capabilities: DriverCapabilities;
+  /**
+   * The object's bytes, or the inclusive `range` of them (clamped to the object's end).
+   * Not found: resolves `undefined`, never throws for absence.
+   */
+  get(key: string, range?: ByteRange): Promise<Buffer | undefined>;
+  /** Size and mtime. Not found: `undefined`. */
+  stat(key: string): Promise<ObjectInfo | undefined>;
+  /** For each key, whether it exists, in the same order. */
+  hasMany(keys: readonly string[]): Promise<boolean[]>;
+  /**
+   * Every object whose key starts with `prefix` (a prefix ending in `/` lists a "directory"
+   * recursively), in no particular order. A missing prefix yields nothing.
+   */
+  list(prefix: string): AsyncIterable<ObjectInfo>;
+  /**
+   * Names of the immediate children under `prefix` (which ends in `/`): sub-"directories" and
+   * objects alike, without the prefix, sorted, unique. A missing prefix resolves `[]`.
+   */
+  listChildren(prefix: string): Promise<string[]>;
+  /** Release sockets, handles and processes. Idempotent. */
+  close(): Promise<void>;
+}
+
+export interface WriteDriver extends ReadDriver {
+  /** Create or replace the object atomically: readers see the old bytes or the new, never a mix. */
+  put(key: string, data: Uint8Array): Promise<void>;
+  /**
+   * Create the object only if absent. Resolves `true` if this call created it, `false` if it
+   * already existed (its bytes are left alone). Atomic when `capabilities.atomicCreate`.
+   */
+  putIfAbsent(key: string, data: Uint8Array): Promise<boolean>;
+}
+
+export interface PruneDriver extends WriteDriver {
+  /** Delete the object. Idempotent: deleting a missing key succeeds. */
+  delete(key: string): Promise<void>;
+}
+
+export type Driver = ReadDriver | WriteDriver | PruneDriver;
+
+export function isWriteDriver(d: Driver): d is WriteDriver {
+  return typeof (d as WriteDriver).put === 'function';
+}
+
+export function isPruneDriver(d: Driver): d is PruneDriver {
+  return isWriteDriver(d) && typeof (d as PruneDriver).delete === 'function' && d.capabilities.deletion;
+}

@@ -1,0 +1,105 @@
+// Chunk GC (DESIGN 8): mark from every ref and channel, sweep chunks and manifests nobody
+// references, never touching what in-flight pushes hold leases on or anything younger than
+// the grace period.
+import { type Digest, digestHex } from './digest.js';
+import { fileChunks } from './manifest.js';
+import { acquireGcLock } from './locks.js';
+import { type ProgressCallback } from './progress.js';
+import { type Store, digestFromChunkKey, forEachLimit } from './store.js';
+
+export interface GcOptions {
+  store: Store;
+  dryRun?: boolean;
+  /** Objects younger than this are never deleted. Default 1 hour. */
+  graceMs?: number;
+  onProgress?: ProgressCallback;
+}
+
+export interface GcResult {
+  versions: number;
+  manifestsKept: number;
+  manifestsDeleted: number;
+  chunksKept: number;
+  chunksDeleted: number;
+  bytesFreed: number;
+  /** Unreferenced but kept: younger than the grace period or leased by a push. */
+  chunksProtected: number;
+  dryRun: boolean;
+  durationMs: number;
+}
+
+export async function gc(opts: GcOptions): Promise<GcResult> {
+  const t0 = performance.now();
+  const { store } = opts;
+  const grace = opts.graceMs ?? 3_600_000;
+  const lock = opts.dryRun ? undefined : await acquireGcLock(store);
+  try {
+    const leased = lock?.leasedChunks ?? new Set<Digest>();
+    // ---- mark ----
+    const manifests = new Set<Digest>();
+    let versions = 0;
+    for (const project of await store.listProjects()) {
+      for (const app of await store.listApps(project)) {
+        for (const v of await store.listVersions(project, app)) {
+          manifests.add(v.manifest);
+          versions++;
+        }
+        for (const ch of await store.listChannels(project, app)) {
+          const c = await store.getChannel(project, app, ch);
+          if (c) manifests.add(c.manifest);
+        }
+      }
+    }
+    const live = new Set<string>();
+    await forEachLimit(manifests, 8, async (d) => {
+      const m = await store.getManifest(d);
+      for (const f of m.files) for (const [c] of fileChunks(f)) live.add(digestHex(c));
+    });
+    opts.onProgress?.({ phase: 'gc', done: 0, total: 0, bytesDone: 0, bytesTotal: 0 });
+
+    // ---- sweep ----
+    const cutoff = Date.now() - grace;
+    const liveManifestHex = new Set([...manifests].map(digestHex));
+    let chunksKept = 0;
+    let chunksDeleted = 0;
+    let chunksProtected = 0;
+    let bytesFreed = 0;
+    let manifestsKept = 0;
+    let manifestsDeleted = 0;
+    const doomed: string[] = [];
+    for await (const o of store.driver.list('chunks/')) {
+      const d = digestFromChunkKey(o.key);
+      if (!d) continue;
+      if (live.has(digestHex(d))) chunksKept++;
+      else if (leased.has(d) || o.mtime > cutoff) chunksProtected++;
+      else {
+        doomed.push(o.key);
+        chunksDeleted++;
+        bytesFreed += o.size;
+      }
+    }
+    for await (const o of store.driver.list('manifests/')) {
+      const d = digestFromChunkKey(o.key);
+      if (!d) continue;
+      if (liveManifestHex.has(digestHex(d)) || leased.has(d) || o.mtime > cutoff) manifestsKept++;
+      else {
+        doomed.push(o.key);
+        manifestsDeleted++;
+      }
+    }
+    if (!opts.dryRun) await forEachLimit(doomed, 16, (key) => store.pruner.delete(key));
+    return {
+      versions,
+      manifestsKept,
+      manifestsDeleted,
+      chunksKept,
+      chunksDeleted,
+      bytesFreed,
+      chunksProtected,
+      dryRun: !!opts.dryRun,
+      durationMs: Math.round(performance.now() - t0),
+    };
+  } finally {
+    await lock?.release();
+  }
+}

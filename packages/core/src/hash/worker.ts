@@ -1,0 +1,196 @@
+// Pool worker: pure functions over paths and byte ranges (DESIGN 2). Imports nothing else from
+// core; every failure the caller must react to is returned as a value, not thrown, because
+// errors lose their type when they cross the thread boundary.
+import { closeSync, openSync, readSync, writeSync, fstatSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { Cdc, type CdcParams } from './fastcdc.js';
+import { type CompressionPolicy, decodeChunkObject, encodeChunkObject } from './codec.js';
+
+export type WorkerDigest = `sha256:${string}`;
+
+export interface FileHashResult {
+  path: string;
+  size: number;
+  sha256: WorkerDigest;
+  chunks: [WorkerDigest, number][];
+}
+
+export type Failure = { ok: false; reason: string };
+
+const cdcCache = new Map<string, Cdc>();
+let readBuf: Buffer | undefined;
+
+function cdcFor(p: CdcParams): Cdc {
+  const key = `${p.min}/${p.avg}/${p.max}/${p.seed}`;
+  let c = cdcCache.get(key);
+  if (!c) cdcCache.set(key, (c = new Cdc(p)));
+  return c;
+}
+
+const digestOf = (data: Uint8Array): WorkerDigest => `sha256:${createHash('sha256').update(data).digest('hex')}`;
+
+function readFully(fd: number, buf: Uint8Array, position: number): number {
+  let got = 0;
+  while (got < buf.length) {
+    const n = readSync(fd, buf, got, buf.length - got, position + got);
+    if (n === 0) break;
+    got += n;
+  }
+  return got;
+}
+
+function hashOne(path: string, cdc: Cdc): FileHashResult {
+  const { max } = cdc.p;
+  const bufSize = Math.max(8 * 1024 * 1024, 2 * max);
+  if (!readBuf || readBuf.length < bufSize) readBuf = Buffer.allocUnsafe(bufSize);
+  const buf = readBuf;
+  const whole = createHash('sha256');
+  const chunks: [WorkerDigest, number][] = [];
+  const fd = openSync(path, 'r');
+  try {
+    let filled = 0;
+    let pos = 0;
+    let offset = 0;
+    let eof = false;
+    for (;;) {
+      if (!eof && filled - pos < max) {
+        buf.copyWithin(0, pos, filled);
+        filled -= pos;
+        pos = 0;
+        while (filled < buf.length) {
+          const n = readSync(fd, buf, filled, buf.length - filled, offset);
+          if (n === 0) {
+            eof = true;
+            break;
+          }
+          filled += n;
+          offset += n;
+        }
+      }
+      const avail = filled - pos;
+      if (avail === 0) break;
+      const n = cdc.cut(buf, pos, avail);
+      const chunk = buf.subarray(pos, pos + n);
+      whole.update(chunk);
+      chunks.push([digestOf(chunk), n]);
+      pos += n;
+    }
+    return { path, size: offset, sha256: `sha256:${whole.digest('hex')}`, chunks };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Hash and chunk whole files. */
+export function hashFiles(req: { paths: string[]; chunking: CdcParams }): (FileHashResult | Failure)[] {
+  const cdc = cdcFor(req.chunking);
+  return req.paths.map((p) => {
+    try {
+      return hashOne(p, cdc);
+    } catch (err) {
+      return { ok: false, reason: `${(err as Error).message}` };
+    }
+  });
+}
+
+/** Read one chunk of a source file, check it still has the digest hashed earlier, encode it. */
+export function encodeChunk(req: {
+  path: string;
+  offset: number;
+  size: number;
+  digest: WorkerDigest;
+  policy: CompressionPolicy;
+}): { ok: true; object: Uint8Array } | Failure {
+  const fd = openSync(req.path, 'r');
+  try {
+    const raw = Buffer.allocUnsafe(req.size);
+    const got = readFully(fd, raw, req.offset);
+    if (got !== req.size || digestOf(raw) !== req.digest) {
+      return { ok: false, reason: `${req.path} changed while it was being pushed` };
+    }
+    return { ok: true, object: encodeChunkObject(raw, req.policy) };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function decodeVerified(object: Uint8Array, digest: WorkerDigest, size: number): Uint8Array | Failure {
+  let raw: Uint8Array;
+  try {
+    raw = decodeChunkObject(object, size);
+  } catch (err) {
+    return { ok: false, reason: `chunk ${digest} cannot be decoded: ${(err as Error).message}` };
+  }
+  if (raw.length !== size || digestOf(raw) !== digest) {
+    return { ok: false, reason: `chunk ${digest} does not match its digest` };
+  }
+  return raw;
+}
+
+/** Decode and verify a stored chunk object, returning its raw bytes. */
+export function decodeChunk(req: { object: Uint8Array; digest: WorkerDigest; size: number }): { ok: true; raw: Uint8Array } | Failure {
+  const r = decodeVerified(req.object, req.digest, req.size);
+  return r instanceof Uint8Array ? { ok: true, raw: r } : r;
+}
+
+function writeAt(path: string, data: Uint8Array, offset: number): void {
+  const fd = openSync(path, 'r+');
+  try {
+    let done = 0;
+    while (done < data.length) done += writeSync(fd, data, done, data.length - done, offset + done);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Decode, verify and write a stored chunk object into a staged file at `offset`. */
+export function writeChunk(req: {
+  object: Uint8Array;
+  digest: WorkerDigest;
+  size: number;
+  dst: string;
+  offset: number;
+}): { ok: true } | Failure {
+  const r = decodeVerified(req.object, req.digest, req.size);
+  if (!(r instanceof Uint8Array)) return r;
+  writeAt(req.dst, r, req.offset);
+  return { ok: true };
+}
+
+/**
+ * Copy a chunk from a local file believed to hold it (seeding) into a staged file, verifying
+ * the bytes on the way. `ok: false` means the source no longer holds it; nothing was written.
+ */
+export function copyChunk(req: {
+  src: string;
+  srcOffset: number;
+  size: number;
+  digest: WorkerDigest;
+  dst: string;
+  offset: number;
+}): { ok: true } | Failure {
+  let fd: number;
+  try {
+    fd = openSync(req.src, 'r');
+  } catch (err) {
+    return { ok: false, reason: (err as Error).message };
+  }
+  const raw = Buffer.allocUnsafe(req.size);
+  try {
+    if (!fstatSync(fd).isFile()) return { ok: false, reason: `${req.src} is not a regular file` };
+    const got = readFully(fd, raw, req.srcOffset);
+    if (got !== req.size || digestOf(raw) !== req.digest) return { ok: false, reason: 'seed changed' };
+  } finally {
+    closeSync(fd);
+  }
+  writeAt(req.dst, raw, req.offset);
+  return { ok: true };
+}
+
+/** Raw SHA-256 throughput probe for bench/: hash a buffer `rounds` times. */
+export function sha256Rounds(req: { bytes: number; rounds: number }): number {
+  const data = Buffer.alloc(req.bytes, 7);
+  const t0 = performance.now();
+  for (let i = 0; i < req.rounds; i++) createHash('sha256').update(data).digest();
+  return performance.now() - t0;
+}

@@ -1,0 +1,27 @@
+// @kk/core: the embeddable library. No network, no CLI: drivers are passed in.
+export * from './errors.js';
+export * from './names.js';
+export * from './digest.js';
+export * from './paths.js';
+export * from './chunking.js';
+export * from './manifest.js';
+export * from './driver.js';
+export * from './store.js';
+export { createMemoryDriver, type MemoryDriverOptions } from './drivers/memory.js';
+export { withRetry, withConcurrencyLimit, type RetryOptions } from './drivers/wrappers.js';
+export { createHasher, type Hasher, type HasherOptions, type FileHashResult } from './hash/pool.js';
+export { type CompressionPolicy, DEFAULT_COMPRESSION, ENCODING_RAW, ENCODING_BROTLI } from './hash/codec.js';
+export * from './config.js';
+export * from './scan.js';
+export * from './progress.js';
+export * from './state.js';
+export * from './statcache.js';
+export { acquirePushLease, acquireGcLock, GC_LOCK_KEY, type LockTimings, type Lease, type GcLock } from './locks.js';
+export * from './push.js';
+export * from './retention.js';
+export * from './gc.js';
+export * from './diff.js';
+export { pull, rollback, targetStatus, IN_TARGET_STAGING, type PullOptions, type PullResult, type RollbackOptions, type StoreSource } from './apply/pull.js';
+export { type ApplyPlan, type PlanSummary } from './apply/plan.js';
+export { TargetState, type AppliedVersion, type TargetStateFile } from './apply/target-state.js';
+export { verifyTarget, type VerifyResult, type VerifyProblem } from './apply/verify.js';

@@ -1,0 +1,197 @@
+// The manifest of one version (DESIGN 4): canonical JSON, its digest, validation on every read,
+// and the renderings users check deployed trees with (seed meta.yaml, sha256sum lines).
+import { stringify as yamlStringify } from 'yaml';
+import { type Digest, isDigest, sha256Digest, digestHex } from './digest.js';
+import { KkError } from './errors.js';
+import { assertAppName, assertProjectName } from './names.js';
+import { assertSafePath, comparePaths, parentsOf } from './paths.js';
+import { type ChunkingParams, assertChunkingParams } from './chunking.js';
+
+export const MANIFEST_FORMAT = 'kk-manifest/1';
+
+/** One chunk of a file: digest of its uncompressed bytes and its length. */
+export type ChunkRef = [Digest, number];
+
+export interface FileEntry {
+  path: string;
+  size: number;
+  /** Permission bits only (no setuid/setgid), e.g. 0o644 = 420. */
+  mode: number;
+  /** Modification time in integer milliseconds since the epoch. */
+  mtime: number;
+  /** Digest of the whole file: `sha256sum` on the deployed file matches it. */
+  sha256: Digest;
+  /** Omitted when the file is a single chunk (then that chunk is `sha256`, `size`). */
+  chunks?: ChunkRef[];
+}
+
+export interface DirEntry {
+  path: string;
+  mode: number;
+}
+
+export interface Manifest {
+  format: typeof MANIFEST_FORMAT;
+  project: string;
+  app: string;
+  version: string;
+  created: string;
+  builder: string;
+  git_commit: string;
+  meta: Record<string, string>;
+  chunking: ChunkingParams;
+  dirs: DirEntry[];
+  files: FileEntry[];
+}
+
+/** The chunks of a file, whether or not the manifest spelled them out. */
+export function fileChunks(f: FileEntry): ChunkRef[] {
+  if (f.chunks) return f.chunks;
+  return f.size === 0 ? [] : [[f.sha256, f.size]];
+}
+
+function sortKeys(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(sortKeys);
+  if (value && typeof value === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const k of Object.keys(value).sort()) {
+      const v = (value as Record<string, unknown>)[k];
+      if (v !== undefined) out[k] = sortKeys(v);
+    }
+    return out;
+  }
+  return value;
+}
+
+/** Canonical JSON: keys sorted, no whitespace, files and dirs sorted by UTF-8 bytes of path. */
+export function canonicalManifestJson(m: Manifest): string {
+  const norm: Manifest = {
+    ...m,
+    dirs: [...m.dirs].sort((a, b) => comparePaths(a.path, b.path)),
+    files: [...m.files].sort((a, b) => comparePaths(a.path, b.path)),
+  };
+  return JSON.stringify(sortKeys(norm));
+}
+
+export function encodeManifest(m: Manifest): { bytes: Buffer; digest: Digest } {
+  validateManifest(m);
+  const bytes = Buffer.from(canonicalManifestJson(m), 'utf8');
+  return { bytes, digest: sha256Digest(bytes) };
+}
+
+/** Parse and validate stored manifest bytes; `expected` is checked when given. */
+export function decodeManifest(bytes: Uint8Array, expected?: Digest): Manifest {
+  if (expected && sha256Digest(bytes) !== expected) {
+    throw new KkError('CHUNK_CORRUPT', `manifest ${expected} does not match its digest`, { details: { digest: expected } });
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(Buffer.from(bytes).toString('utf8'));
+  } catch (cause) {
+    throw new KkError('MANIFEST_INVALID', 'manifest is not valid JSON', { cause });
+  }
+  validateManifest(parsed);
+  return parsed;
+}
+
+const isUint = (n: unknown): n is number => typeof n === 'number' && Number.isSafeInteger(n) && n >= 0;
+
+function bad(msg: string): never {
+  throw new KkError('MANIFEST_INVALID', `invalid manifest: ${msg}`);
+}
+
+/** Full structural validation; throws UNSAFE_PATH for bad paths, MANIFEST_INVALID otherwise. */
+export function validateManifest(m: unknown): asserts m is Manifest {
+  if (!m || typeof m !== 'object') bad('not an object');
+  const o = m as Record<string, unknown>;
+  if (o.format !== MANIFEST_FORMAT) bad(`format is ${JSON.stringify(o.format)}, expected ${MANIFEST_FORMAT}`);
+  assertProjectName(o.project as string);
+  assertAppName(o.app as string);
+  if (typeof o.version !== 'string' || o.version.length === 0) bad('version missing');
+  for (const k of ['created', 'builder', 'git_commit'] as const) if (typeof o[k] !== 'string') bad(`${k} must be a string`);
+  if (!o.meta || typeof o.meta !== 'object' || Array.isArray(o.meta)) bad('meta must be an object');
+  for (const v of Object.values(o.meta as object)) if (typeof v !== 'string') bad('meta values must be strings');
+  assertChunkingParams(o.chunking);
+  if (!Array.isArray(o.files) || !Array.isArray(o.dirs)) bad('files and dirs must be arrays');
+  const dirs = new Set<string>();
+  for (const d of o.dirs as DirEntry[]) {
+    assertSafePath(d?.path);
+    if (!isUint(d.mode) || d.mode > 0o1777) bad(`dir ${d.path}: bad mode`);
+    if (dirs.has(d.path)) bad(`dir ${d.path} listed twice`);
+    dirs.add(d.path);
+  }
+  const files = new Set<string>();
+  const max = (o.chunking as ChunkingParams).max;
+  for (const f of o.files as FileEntry[]) {
+    assertSafePath(f?.path);
+    if (files.has(f.path) || dirs.has(f.path)) bad(`path ${f.path} listed twice`);
+    files.add(f.path);
+    if (!isUint(f.size)) bad(`${f.path}: bad size`);
+    if (!isUint(f.mode) || f.mode > 0o1777) bad(`${f.path}: bad mode (setuid/setgid are not allowed)`);
+    if (!isUint(f.mtime)) bad(`${f.path}: bad mtime`);
+    if (!isDigest(f.sha256)) bad(`${f.path}: bad sha256`);
+    if (f.chunks !== undefined) {
+      if (!Array.isArray(f.chunks) || f.chunks.length < 2) bad(`${f.path}: chunks must list at least two chunks or be omitted`);
+      let sum = 0;
+      for (const c of f.chunks) {
+        if (!Array.isArray(c) || c.length !== 2 || !isDigest(c[0]) || !isUint(c[1]) || c[1] === 0 || c[1] > max) {
+          bad(`${f.path}: bad chunk entry`);
+        }
+        sum += c[1];
+      }
+      if (sum !== f.size) bad(`${f.path}: chunk sizes add up to ${sum}, not ${f.size}`);
+    } else if (f.size > max) {
+      bad(`${f.path}: a file larger than the maximum chunk must list its chunks`);
+    }
+  }
+  // A path cannot be both a file and the parent of another entry.
+  for (const p of [...files, ...dirs]) {
+    for (const parent of parentsOf(p)) if (files.has(parent)) bad(`${parent} is a file and a directory`);
+  }
+}
+
+export function manifestKey(d: Digest): string {
+  const hex = digestHex(d);
+  return `manifests/${hex.slice(0, 2)}/${hex}`;
+}
+
+/** The seed's meta.yaml shape (seed 001 section 4). */
+export function renderMetaYaml(m: Manifest): string {
+  return yamlStringify({
+    project: m.project,
+    app: m.app,
+    version: m.version,
+    git_commit: m.git_commit,
+    build_time: m.created,
+    builder: m.builder,
+    files: m.files.map((f) => ({ path: f.path, sha256: digestHex(f.sha256), size: f.size })),
+  });
+}
+
+/** Lines `sha256sum -c` accepts, run inside the deploy directory. */
+export function renderSha256sum(m: Manifest): string {
+  return m.files
+    .map((f) => {
+      const escaped = /[\n\\]/.test(f.path);
+      const name = f.path.replace(/\\/g, '\\\\').replace(/\n/g, '\\n');
+      return `${escaped ? '\\' : ''}${digestHex(f.sha256)}  ${name}\n`;
+    })
+    .join('');
+}
+
+export interface ManifestSummary {
+  files: number;
+  dirs: number;
+  bytes: number;
+  chunks: number;
+}
+
+export function summarizeManifest(m: Manifest): ManifestSummary {
+  let bytes = 0;
+  let chunks = 0;
+  for (const f of m.files) {
+    bytes += f.size;
+    chunks += fileChunks(f).length;
+  }
+  return { files: m.files.length, dirs: m.dirs.length, bytes, chunks };
+}

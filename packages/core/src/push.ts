@@ -1,0 +1,226 @@
+// Push (DESIGN 6): scan, hash + chunk in the pool (stat cache first), upload only the chunks
+// the store lacks, then write the manifest and, last, the ref.
+import { resolve, join } from 'node:path';
+import type { Digest } from './digest.js';
+import { KkError } from './errors.js';
+import type { Hasher } from './hash/pool.js';
+import { type ChunkRef, type FileEntry, MANIFEST_FORMAT, type Manifest, encodeManifest, fileChunks } from './manifest.js';
+import { assertAppName, assertProjectName, assertVersionName } from './names.js';
+import { type ScanOptions, type ScannedFile, scanTree } from './scan.js';
+import { StatCache, type StatEntry } from './statcache.js';
+import { type Store, defaultActor, forEachLimit } from './store.js';
+import { acquirePushLease, type LockTimings } from './locks.js';
+import { type ProgressCallback, phaseReporter } from './progress.js';
+import { defaultStateRoot, pathKey } from './state.js';
+import { type RetentionResult, applyRetention } from './retention.js';
+
+export interface PushOptions extends ScanOptions {
+  store: Store;
+  hasher: Hasher;
+  project: string;
+  app: string;
+  version: string;
+  /** The build directory to publish. */
+  dir: string;
+  builder?: string;
+  gitCommit?: string;
+  meta?: Record<string, string>;
+  /** Parallel chunk uploads. Default 8. */
+  concurrency?: number;
+  /** Stat cache file; default under the state dir keyed by `dir`. `false` disables it. */
+  statCache?: string | false;
+  stateDir?: string;
+  /** After the push, keep only the newest N versions of this app. */
+  retainVersions?: number;
+  by?: string;
+  onProgress?: ProgressCallback;
+  locks?: LockTimings;
+}
+
+export interface PushResult {
+  project: string;
+  app: string;
+  version: string;
+  manifest: Digest;
+  /** `created`, or `unchanged` when the same content was already pushed under this version. */
+  status: 'created' | 'unchanged';
+  files: number;
+  dirs: number;
+  /** Logical size of the version. */
+  bytes: number;
+  filesHashed: number;
+  bytesHashed: number;
+  /** Files whose hash came from the stat cache. */
+  filesCached: number;
+  chunks: number;
+  chunksUploaded: number;
+  /** Uncompressed bytes of the uploaded chunks. */
+  bytesUploaded: number;
+  /** Bytes actually sent to the store (after compression). */
+  bytesUploadedStored: number;
+  retention?: RetentionResult;
+  durationMs: number;
+}
+
+const SMALL_FILE = 1024 * 1024;
+const BATCH_BYTES = 8 * 1024 * 1024;
+const BATCH_FILES = 256;
+
+export async function push(opts: PushOptions): Promise<PushResult> {
+  const t0 = performance.now();
+  assertProjectName(opts.project);
+  assertAppName(opts.app);
+  assertVersionName(opts.version);
+  const { store, hasher } = opts;
+  const dir = resolve(opts.dir);
+  const chunking = store.config.chunking;
+
+  opts.onProgress?.({ phase: 'scan', done: 0, total: 0, bytesDone: 0, bytesTotal: 0 });
+  const scan = await scanTree(dir, opts);
+
+  // ---- hash (stat cache first) ----
+  const cacheFile =
+    opts.statCache === false ? undefined : (opts.statCache ?? join(opts.stateDir ?? defaultStateRoot(), 'push', `${pathKey(dir)}.json`));
+  const chunkingId = `${chunking.algorithm}/${chunking.min}/${chunking.avg}/${chunking.max}/${chunking.seed}`;
+  const cache = cacheFile ? await new StatCache(cacheFile, chunkingId).load() : undefined;
+  const hashed = new Map<string, StatEntry>();
+  const toHash: ScannedFile[] = [];
+  for (const f of scan.files) {
+    const hit = cache?.lookup(f.path, f);
+    if (hit) hashed.set(f.path, hit);
+    else toHash.push(f);
+  }
+  const filesCached = hashed.size;
+  let bytesHashed = 0;
+  const hashProgress = phaseReporter(opts.onProgress, 'hash', toHash.length, toHash.reduce((s, f) => s + f.size, 0));
+  await forEachLimit(batchFiles(toHash), hasher.threads * 2, async (batch) => {
+    const results = await hasher.hashFiles(batch.map((f) => f.abs), chunking);
+    results.forEach((r, i) => {
+      const f = batch[i]!;
+      if (!('sha256' in r)) throw new KkError('SOURCE_INVALID', `cannot read ${f.abs}: ${r.reason}`);
+      if (r.size !== f.size) throw new KkError('SOURCE_INVALID', `${f.abs} changed size while it was being pushed`, { hint: 'push from a finished build directory' });
+      hashed.set(f.path, { size: f.size, mtimeMs: f.mtimeMs, ctimeMs: f.ctimeMs, ino: f.ino, sha256: r.sha256 as Digest, chunks: r.chunks as ChunkRef[] });
+      bytesHashed += r.size;
+    });
+    hashProgress.add(batch.length, batch.reduce((s, f) => s + f.size, 0));
+  });
+  hashProgress.end();
+
+  // ---- manifest ----
+  const files: FileEntry[] = scan.files.map((f) => {
+    const h = hashed.get(f.path)!;
+    const entry: FileEntry = { path: f.path, size: f.size, mode: f.mode, mtime: f.mtimeMs, sha256: h.sha256 };
+    if (h.chunks.length > 1) entry.chunks = h.chunks;
+    return entry;
+  });
+  const manifest: Manifest = {
+    format: MANIFEST_FORMAT,
+    project: opts.project,
+    app: opts.app,
+    version: opts.version,
+    created: new Date().toISOString(),
+    builder: opts.builder ?? defaultActor(),
+    git_commit: opts.gitCommit ?? '',
+    meta: opts.meta ?? {},
+    chunking,
+    dirs: scan.dirs,
+    files,
+  };
+
+  // Where each chunk can be read back from: the first file and offset that holds it.
+  const source = new Map<Digest, { abs: string; offset: number; size: number }>();
+  const absOf = new Map(scan.files.map((f) => [f.path, f.abs]));
+  for (const f of files) {
+    let offset = 0;
+    for (const [d, size] of fileChunks(f)) {
+      if (!source.has(d)) source.set(d, { abs: absOf.get(f.path)!, offset, size });
+      offset += size;
+    }
+  }
+
+  // ---- upload what the store lacks, under a lease GC honours ----
+  // The lease names the manifest too: GC must not sweep it between its write and the ref's.
+  const { digest: manifestDigest } = encodeManifest(manifest);
+  const lease = await acquirePushLease(store, [...source.keys(), manifestDigest], opts.locks);
+  let chunksUploaded = 0;
+  let bytesUploaded = 0;
+  let bytesUploadedStored = 0;
+  let status: 'created' | 'unchanged';
+  let digest: Digest;
+  try {
+    const missing = await store.missingChunks(source.keys());
+    const up = phaseReporter(opts.onProgress, 'upload', missing.length, missing.reduce((s, d) => s + source.get(d)!.size, 0));
+    await forEachLimit(missing, opts.concurrency ?? 8, async (d) => {
+      const src = source.get(d)!;
+      let object: Buffer;
+      try {
+        object = await hasher.encodeChunk(src.abs, src.offset, src.size, d, store.config.compression);
+      } catch (err) {
+        throw new KkError('SOURCE_INVALID', (err as Error).message, { hint: 'push from a finished build directory' });
+      }
+      if (await store.putChunkObject(d, object)) {
+        chunksUploaded++;
+        bytesUploaded += src.size;
+        bytesUploadedStored += object.length;
+      }
+      up.add(1, src.size);
+    });
+    up.end();
+    digest = await store.putManifest(manifest);
+    status = await store.putRef(opts.project, opts.app, opts.version, digest, opts.by);
+  } finally {
+    await lease.release().catch(() => {});
+  }
+
+  if (cache) {
+    cache.replace(hashed);
+    await cache.save().catch(() => {});
+  }
+
+  let retention: RetentionResult | undefined;
+  if (opts.retainVersions) {
+    opts.onProgress?.({ phase: 'retention', done: 0, total: 0, bytesDone: 0, bytesTotal: 0 });
+    retention = await applyRetention({ store, project: opts.project, app: opts.app, keep: opts.retainVersions });
+  }
+
+  const result: PushResult = {
+    project: opts.project,
+    app: opts.app,
+    version: opts.version,
+    manifest: digest,
+    status,
+    files: files.length,
+    dirs: scan.dirs.length,
+    bytes: scan.bytes,
+    filesHashed: toHash.length,
+    bytesHashed,
+    filesCached,
+    chunks: source.size,
+    chunksUploaded,
+    bytesUploaded,
+    bytesUploadedStored,
+    durationMs: Math.round(performance.now() - t0),
+  };
+  if (retention) result.retention = retention;
+  return result;
+}
+
+/** Small files travel to the pool in batches; large files alone. */
+function* batchFiles(files: ScannedFile[]): Generator<ScannedFile[]> {
+  let batch: ScannedFile[] = [];
+  let bytes = 0;
+  for (const f of files) {
+    if (f.size >= SMALL_FILE) {
+      yield [f];
+      continue;
+    }
+    batch.push(f);
+    bytes += f.size;
+    if (bytes >= BATCH_BYTES || batch.length >= BATCH_FILES) {
+      yield batch;
+      batch = [];
+      bytes = 0;
+    }
+  }
+  if (batch.length) yield batch;
+}

@@ -1,0 +1,131 @@
+// Walk a build directory into the entries a manifest will list: regular files and directories,
+// with ignore rules (gitignore syntax) applied and anything unsafe refused.
+import { lstat, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import fg from 'fast-glob';
+import ignore, { type Ignore } from 'ignore';
+import type { Stats } from 'node:fs';
+import { KkError } from './errors.js';
+import type { SymlinkPolicy } from './config.js';
+import { assertSafePath, comparePaths } from './paths.js';
+
+export interface ScannedFile {
+  path: string;
+  abs: string;
+  size: number;
+  mode: number;
+  mtimeMs: number;
+  ctimeMs: number;
+  ino: number;
+  dev: number;
+}
+
+export interface ScannedDir {
+  path: string;
+  mode: number;
+}
+
+export interface ScanResult {
+  files: ScannedFile[];
+  dirs: ScannedDir[];
+  bytes: number;
+  ignored: number;
+  skippedSymlinks: number;
+}
+
+export interface ScanOptions {
+  ignore?: string[];
+  symlinks?: SymlinkPolicy;
+  /** Deepest allowed nesting; deeper trees (or symlink loops when following) are an error. */
+  maxDepth?: number;
+}
+
+export const DEFAULT_MAX_DEPTH = 64;
+
+export function makeIgnore(patterns: readonly string[] = []): Ignore {
+  return ignore().add([...patterns]);
+}
+
+/** Whether a relative path (a directory when `isDir`) is ignored, or lies under an ignored dir. */
+export function isIgnored(ig: Ignore, path: string, isDir: boolean): boolean {
+  return ig.ignores(isDir ? `${path}/` : path);
+}
+
+export async function scanTree(root: string, opts: ScanOptions = {}): Promise<ScanResult> {
+  const policy = opts.symlinks ?? 'error';
+  const maxDepth = opts.maxDepth ?? DEFAULT_MAX_DEPTH;
+  const ig = makeIgnore(opts.ignore);
+  let rootStat: Stats;
+  try {
+    rootStat = await stat(root);
+  } catch (cause) {
+    throw new KkError('SOURCE_INVALID', `cannot read ${root}: ${(cause as Error).message}`, { cause });
+  }
+  if (!rootStat.isDirectory()) throw new KkError('SOURCE_INVALID', `${root} is not a directory`);
+
+  const entries = fg.stream('**', {
+    cwd: root,
+    dot: true,
+    onlyFiles: false,
+    followSymbolicLinks: policy === 'follow',
+    deep: maxDepth + 1,
+    objectMode: true,
+    suppressErrors: false,
+  }) as AsyncIterable<{ path: string; dirent: import('node:fs').Dirent }>;
+
+  const files: ScannedFile[] = [];
+  const dirs: ScannedDir[] = [];
+  let ignored = 0;
+  let skippedSymlinks = 0;
+  let bytes = 0;
+  for await (const e of entries) {
+    const rel = e.path;
+    assertSafePath(rel);
+    if (rel.split('/').length > maxDepth) {
+      throw new KkError('SOURCE_INVALID', `${join(root, rel)} is nested deeper than ${maxDepth} levels`, {
+        hint: policy === 'follow' ? 'a symlink loop? use symlinks: error or skip' : 'flatten the tree or raise the depth limit',
+      });
+    }
+    const abs = join(root, rel);
+    let st = await lstat(abs);
+    if (st.isSymbolicLink()) {
+      if (policy === 'error') {
+        throw new KkError('SOURCE_INVALID', `${abs} is a symlink; kk does not store symlinks`, {
+          hint: 'set `symlinks: skip` or `symlinks: follow` in .kkartifact.yml, or remove the link',
+        });
+      }
+      if (policy === 'skip') {
+        skippedSymlinks++;
+        continue;
+      }
+      st = await stat(abs);
+    }
+    const isDir = st.isDirectory();
+    if (isIgnored(ig, rel, isDir)) {
+      ignored++;
+      continue;
+    }
+    if (isDir) {
+      dirs.push({ path: rel, mode: st.mode & 0o1777 });
+    } else if (st.isFile()) {
+      files.push({
+        path: rel,
+        abs,
+        size: st.size,
+        mode: st.mode & 0o777,
+        mtimeMs: Math.floor(st.mtimeMs),
+        ctimeMs: st.ctimeMs,
+        ino: st.ino,
+        dev: st.dev,
+      });
+      bytes += st.size;
+    } else {
+      throw new KkError('SOURCE_INVALID', `${abs} is not a regular file or directory (device, socket or fifo)`, {
+        hint: 'remove it or add it to ignore in .kkartifact.yml',
+      });
+    }
+  }
+  files.sort((a, b) => comparePaths(a.path, b.path));
+  dirs.sort((a, b) => comparePaths(a.path, b.path));
+  return { files, dirs, bytes, ignored, skippedSymlinks };
+}

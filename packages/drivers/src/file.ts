@@ -1,0 +1,259 @@
+// The embedded default store: a directory on the local file system, one file per key. Writes go
+// to a temp file in the target directory and are renamed (or linked) into place, so a reader
+// never sees a partial object and `putIfAbsent` never clobbers.
+import { randomBytes } from 'node:crypto';
+import type { Dir } from 'node:fs';
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import { KkError } from '@kk/core';
+import type { ByteRange, DriverCapabilities, ObjectInfo, PruneDriver } from '@kk/core';
+
+export interface FileDriverOptions {
+  /** Absolute path of the store directory. Created on first write if missing. Required. */
+  root: string;
+  /** fsync each object's data before renaming it into place. Default: true. */
+  fsync?: boolean;
+}
+
+const TEMP_PREFIX = '.tmp-';
+const STAT_CONCURRENCY = 64;
+
+export function createFileDriver(opts: FileDriverOptions) {
+  if (!path.isAbsolute(opts.root)) throw new TypeError(`file store root must be an absolute path, got "${opts.root}"`);
+  const root = path.resolve(opts.root);
+  const fsync = opts.fsync ?? true;
+  const capabilities: DriverCapabilities = {
+    rangeReads: true,
+    atomicCreate: true,
+    listing: true,
+    deletion: true,
+    batchExists: false,
+  };
+
+  const fileOf = (key: string) => path.join(root, ...checkKey(key).split('/'));
+
+  /** Writes `data` to a fresh temp file next to `file` and returns the temp file's path. */
+  async function writeTemp(file: string, data: Uint8Array): Promise<string> {
+    const dir = path.dirname(file);
+    // A concurrent delete may rmdir the freshly made parent before the temp file lands in it.
+    for (let attempt = 0; ; attempt++) {
+      await fs.mkdir(dir, { recursive: true });
+      const tmp = path.join(dir, TEMP_PREFIX + randomBytes(8).toString('hex'));
+      let handle: fs.FileHandle;
+      try {
+        handle = await fs.open(tmp, 'wx');
+      } catch (err) {
+        if (errnoOf(err) === 'ENOENT' && attempt < 5) continue;
+        throw err;
+      }
+      try {
+        await handle.writeFile(data);
+        if (fsync) await handle.sync();
+        await handle.close();
+        return tmp;
+      } catch (err) {
+        await handle.close().catch(() => {});
+        await fs.rm(tmp, { force: true });
+        throw err;
+      }
+    }
+  }
+
+  /** Streams the objects under `dir` (whose key prefix is `dirKey`) that start with `prefix`. */
+  async function* walk(dir: string, dirKey: string, prefix: string): AsyncGenerator<ObjectInfo> {
+    let entries: Dir;
+    try {
+      entries = await fs.opendir(dir);
+    } catch (err) {
+      if (isMissing(err)) return;
+      throw err;
+    }
+    for await (const entry of entries) {
+      if (entry.name.startsWith(TEMP_PREFIX)) continue;
+      const key = dirKey + entry.name;
+      const file = path.join(dir, entry.name);
+      if (entry.isDirectory()) {
+        if ((key + '/').startsWith(prefix)) yield* walk(file, key + '/', prefix);
+      } else if (entry.isFile() && key.startsWith(prefix)) {
+        const info = await statFile(key, file, 'list');
+        if (info) yield info;
+      }
+    }
+  }
+
+  async function statFile(key: string, file: string, op: string): Promise<ObjectInfo | undefined> {
+    try {
+      const st = await fs.stat(file);
+      return st.isFile() ? { key, size: st.size, mtime: Math.floor(st.mtimeMs) } : undefined;
+    } catch (err) {
+      if (isMissing(err)) return undefined;
+      throw backendError(op, key, err);
+    }
+  }
+
+  return {
+    name: 'file',
+    capabilities,
+
+    async get(key: string, range?: ByteRange) {
+      const file = fileOf(key);
+      try {
+        if (!range) return await fs.readFile(file);
+        const handle = await fs.open(file, 'r');
+        try {
+          const { size } = await handle.stat();
+          const end = Math.min(range.end, size - 1);
+          const buf = Buffer.alloc(Math.max(0, end - range.start + 1));
+          let filled = 0;
+          while (filled < buf.length) {
+            const { bytesRead } = await handle.read(buf, filled, buf.length - filled, range.start + filled);
+            if (bytesRead === 0) break;
+            filled += bytesRead;
+          }
+          return buf.subarray(0, filled);
+        } finally {
+          await handle.close();
+        }
+      } catch (err) {
+        if (isMissing(err) || errnoOf(err) === 'EISDIR') return undefined;
+        throw backendError('get', key, err);
+      }
+    },
+
+    async stat(key: string) {
+      return statFile(key, fileOf(key), 'stat');
+    },
+
+    async hasMany(keys: readonly string[]) {
+      const files = keys.map(fileOf);
+      const result = new Array<boolean>(keys.length).fill(false);
+      let next = 0;
+      const worker = async () => {
+        for (let i = next++; i < files.length; i = next++) result[i] = (await statFile(keys[i]!, files[i]!, 'hasMany')) !== undefined;
+      };
+      await Promise.all(Array.from({ length: Math.min(STAT_CONCURRENCY, files.length) }, worker));
+      return result;
+    },
+
+    async *list(prefix: string): AsyncIterable<ObjectInfo> {
+      const dirKey = checkPrefix(prefix).slice(0, prefix.lastIndexOf('/') + 1);
+      try {
+        yield* walk(path.join(root, ...dirKey.split('/').filter(Boolean)), dirKey, prefix);
+      } catch (err) {
+        throw err instanceof KkError ? err : backendError('list', prefix, err);
+      }
+    },
+
+    async listChildren(prefix: string) {
+      if (prefix !== '' && !prefix.endsWith('/')) throw new TypeError(`listChildren prefix must end in "/", got "${prefix}"`);
+      const dir = path.join(root, ...checkPrefix(prefix).split('/').filter(Boolean));
+      try {
+        const names = await fs.readdir(dir);
+        return names.filter((n) => !n.startsWith(TEMP_PREFIX)).sort();
+      } catch (err) {
+        if (isMissing(err)) return [];
+        throw backendError('listChildren', prefix, err);
+      }
+    },
+
+    async put(key: string, data: Uint8Array) {
+      const file = fileOf(key);
+      try {
+        const tmp = await writeTemp(file, data);
+        try {
+          await fs.rename(tmp, file);
+        } catch (err) {
+          await fs.rm(tmp, { force: true });
+          throw err;
+        }
+      } catch (err) {
+        throw backendError('put', key, err);
+      }
+    },
+
+    async putIfAbsent(key: string, data: Uint8Array) {
+      const file = fileOf(key);
+      try {
+        if (await exists(file)) return false;
+        const tmp = await writeTemp(file, data);
+        try {
+          await fs.link(tmp, file);
+          return true;
+        } catch (err) {
+          if (errnoOf(err) === 'EEXIST') return false;
+          throw err;
+        } finally {
+          await fs.rm(tmp, { force: true });
+        }
+      } catch (err) {
+        throw backendError('putIfAbsent', key, err);
+      }
+    },
+
+    async delete(key: string) {
+      const file = fileOf(key);
+      try {
+        await fs.unlink(file);
+      } catch (err) {
+        if (!isMissing(err) && errnoOf(err) !== 'EISDIR') throw backendError('delete', key, err);
+      }
+      // Best effort: empty "directories" would otherwise linger in listChildren.
+      for (let dir = path.dirname(file); dir !== root; dir = path.dirname(dir)) {
+        try {
+          await fs.rmdir(dir);
+        } catch {
+          break;
+        }
+      }
+    },
+
+    async close() {},
+  } satisfies PruneDriver;
+}
+
+/** Returns `key` if it is a safe relative `/`-separated path; throws a TypeError otherwise. */
+function checkKey(key: string): string {
+  if (typeof key !== 'string' || key === '') throw new TypeError('store key must be a non-empty string');
+  for (const segment of key.split('/')) checkSegment(key, segment);
+  return key;
+}
+
+/** A prefix is a key with an optional trailing `/`, a partial last segment, or empty. */
+function checkPrefix(prefix: string): string {
+  if (typeof prefix !== 'string') throw new TypeError('store prefix must be a string');
+  const segments = prefix.split('/');
+  const last = segments.pop()!;
+  for (const segment of segments) checkSegment(prefix, segment);
+  if (/[\\\0]/.test(last)) throw new TypeError(`unsafe store prefix "${prefix}"`);
+  return prefix;
+}
+
+function checkSegment(key: string, segment: string): void {
+  if (segment === '' || segment === '.' || segment === '..' || /[\\\0]/.test(segment) || segment.startsWith(TEMP_PREFIX)) {
+    throw new TypeError(`unsafe store key "${key}": segments must be non-empty, not "." or "..", without "\\" or NUL, and not start with "${TEMP_PREFIX}"`);
+  }
+}
+
+async function exists(file: string): Promise<boolean> {
+  try {
+    await fs.access(file);
+    return true;
+  } catch (err) {
+    if (isMissing(err)) return false;
+    throw err;
+  }
+}
+
+function errnoOf(err: unknown): string | undefined {
+  return (err as NodeJS.ErrnoException | undefined)?.code;
+}
+
+function isMissing(err: unknown): boolean {
+  const code = errnoOf(err);
+  return code === 'ENOENT' || code === 'ENOTDIR';
+}
+
+function backendError(op: string, key: string, err: unknown): KkError {
+  const reason = err instanceof Error ? err.message : String(err);
+  return new KkError('BACKEND', `file store: ${op} "${key}" failed: ${reason}`, { cause: err, details: { key } });
+}

@@ -1,0 +1,84 @@
+// The one map from store URL scheme to driver factory. A plain path means the file driver.
+import * as path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { KkError } from '@kk/core';
+import type { Driver } from '@kk/core';
+import { createFileDriver } from './file.js';
+
+export interface OpenDriverOptions {
+  /** Directory a relative store path is resolved against. Default: `process.cwd()`. */
+  cwd?: string;
+}
+
+/** Builds a driver from a parsed store URL. Throw `KkError('CONFIG_INVALID')` for a bad URL. */
+export type DriverFactory = (url: URL, opts: OpenDriverOptions) => Driver | Promise<Driver>;
+
+const factories = new Map<string, DriverFactory>();
+
+/** Registers the factory for `scheme` (`s3`, or `s3:`). Throws a TypeError if already taken. */
+export function registerDriver(scheme: string, factory: DriverFactory): void {
+  const name = scheme.toLowerCase().replace(/:$/, '');
+  if (!/^[a-z][a-z0-9+.-]+$/.test(name)) throw new TypeError(`invalid store scheme "${scheme}"`);
+  if (factories.has(name)) throw new TypeError(`store scheme "${name}:" is already registered`);
+  factories.set(name, factory);
+}
+
+/**
+ * Opens the store at `url`: `scheme://...` picks the registered driver; anything without a
+ * scheme is a file-system path, relative ones resolved against `opts.cwd`.
+ */
+export async function openDriver(url: string, opts: OpenDriverOptions = {}): Promise<Driver> {
+  const parsed = parseStoreUrl(url, opts.cwd ?? process.cwd());
+  const scheme = parsed.protocol.slice(0, -1);
+  const factory = factories.get(scheme);
+  if (!factory) {
+    const supported = [...factories.keys()].sort().join(', ');
+    throw new KkError('CONFIG_INVALID', `unknown store scheme "${scheme}:" — supported: ${supported}`, {
+      details: { store: describeStoreUrl(url) },
+    });
+  }
+  return factory(parsed, opts);
+}
+
+/** `url` for messages and logs: passwords and token-like query parameters replaced by `***`. */
+export function describeStoreUrl(url: string): string {
+  if (!hasScheme(url)) return url;
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return url.replace(/\/\/([^/@:]*):[^/@]*@/, '//$1:***@');
+  }
+  if (parsed.password) parsed.password = '***';
+  // `https://<token>@host` carries the token as the user name.
+  else if (parsed.username && (parsed.protocol === 'http:' || parsed.protocol === 'https:')) parsed.username = '***';
+  for (const name of [...parsed.searchParams.keys()]) {
+    if (/token|secret|passw|signature|credential|key|sig$/i.test(name)) parsed.searchParams.set(name, '***');
+  }
+  return parsed.toString();
+}
+
+// Two letters at least, so a Windows drive (`C:\store`) reads as a path.
+function hasScheme(url: string): boolean {
+  return /^[a-z][a-z0-9+.-]+:/i.test(url);
+}
+
+function parseStoreUrl(url: string, cwd: string): URL {
+  if (url === '') throw new KkError('CONFIG_INVALID', 'the store location is empty');
+  if (!hasScheme(url)) return pathToFileURL(path.resolve(cwd, url));
+  try {
+    return new URL(url);
+  } catch (err) {
+    throw new KkError('CONFIG_INVALID', `malformed store URL "${describeStoreUrl(url)}"`, { cause: err });
+  }
+}
+
+registerDriver('file', (url) => {
+  let root: string;
+  try {
+    root = fileURLToPath(url);
+  } catch (err) {
+    throw new KkError('CONFIG_INVALID', `bad file store URL "${url.href}": ${(err as Error).message}`, { cause: err });
+  }
+  return createFileDriver({ root });
+});
