@@ -1,9 +1,12 @@
 // The driver contract (DESIGN 5): a narrow key-value interface split by capability. Drivers do
 // the minimum; the core Store validates names and digests, verifies bytes and maps errors.
-// Keys are `/`-separated ASCII paths from DESIGN 3 (`chunks/ab/ab12...`, `refs/p/a/v`...).
+// Keys are `/`-separated paths from DESIGN 3 (`chunks/ab/ab12...`, `refs/p/a/v`...): segments
+// of `[A-Za-z0-9._+-]`, never empty, `.`/`..`, or starting with `.tmp-`. The Store only builds
+// such keys; drivers may reject others with a TypeError. A key is never also the prefix of
+// another key (`a` and `a/b` never coexist), so file-system backends can map keys to paths.
 
 export interface DriverCapabilities {
-  /** `get` honours a byte range without reading the whole object. */
+  /** `get` serves a byte range without transferring the whole object (every driver must honour ranges; this says it is cheap). */
   rangeReads: boolean;
   /** `putIfAbsent` is atomic: of two concurrent creators exactly one gets `true`. */
   atomicCreate: boolean;
@@ -18,7 +21,7 @@ export interface DriverCapabilities {
 export interface ObjectInfo {
   key: string;
   size: number;
-  /** Last modification, ms since the epoch. Immutable objects: their creation time. */
+  /** Last modification, integer ms since the epoch. Immutable objects: their creation time. */
   mtime: number;
 }
 
@@ -34,8 +37,9 @@ export interface ReadDriver {
   readonly name: string;
   readonly capabilities: DriverCapabilities;
   /**
-   * The object's bytes, or the inclusive `range` of them (clamped to the object's end).
-   * Not found: resolves `undefined`, never throws for absence.
+   * The object's bytes, or the inclusive `range` of them: `end` past the object's end is
+   * clamped, `start` past it yields an empty Buffer. Not found: resolves `undefined`, never
+   * throws for absence.
    */
   get(key: string, range?: ByteRange): Promise<Buffer | undefined>;
   /** Size and mtime. Not found: `undefined`. */
@@ -48,11 +52,13 @@ export interface ReadDriver {
    */
   list(prefix: string): AsyncIterable<ObjectInfo>;
   /**
-   * Names of the immediate children under `prefix` (which ends in `/`): sub-"directories" and
-   * objects alike, without the prefix, sorted, unique. A missing prefix resolves `[]`.
+   * Names of the immediate children under `prefix` (`''` for the root, otherwise ending in
+   * `/`): sub-"directories" and objects alike, without the prefix, sorted, unique. A missing
+   * prefix resolves `[]`. A "directory" whose last object was deleted may linger on backends
+   * with real directories; callers tolerate empty children.
    */
   listChildren(prefix: string): Promise<string[]>;
-  /** Release sockets, handles and processes. Idempotent. */
+  /** Release sockets, handles and processes. Idempotent; no other call may follow it. */
   close(): Promise<void>;
 }
 
@@ -61,7 +67,9 @@ export interface WriteDriver extends ReadDriver {
   put(key: string, data: Uint8Array): Promise<void>;
   /**
    * Create the object only if absent. Resolves `true` if this call created it, `false` if it
-   * already existed (its bytes are left alone). Atomic when `capabilities.atomicCreate`.
+   * already existed (its bytes are left alone). Readers never see partial bytes. With
+   * `capabilities.atomicCreate`, of concurrent creators exactly one gets `true`; without it,
+   * two may both get `true` and the last write wins (callers compare contents afterwards).
    */
   putIfAbsent(key: string, data: Uint8Array): Promise<boolean>;
 }
