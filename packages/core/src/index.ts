@@ -25,3 +25,4 @@ export { pull, rollback, targetStatus, IN_TARGET_STAGING, type PullOptions, type
 export { type ApplyPlan, type PlanSummary } from './apply/plan.js';
 export { TargetState, type AppliedVersion, type TargetStateFile } from './apply/target-state.js';
 export { verifyTarget, type VerifyResult, type VerifyProblem } from './apply/verify.js';
+export * from './copy.js';

@@ -48,6 +48,8 @@ export interface OpenStoreOptions {
   create?: boolean;
   /** Average chunk size for a new store. */
   avgChunkSize?: number;
+  /** Exact chunking for a new store (copying a store keeps its boundaries); wins over avgChunkSize. */
+  chunking?: ChunkingParams;
   compression?: CompressionPolicy;
 }
 
@@ -92,7 +94,7 @@ export class Store {
     const w = writable(driver);
     const config: StoreConfig = {
       format: STORE_FORMAT,
-      chunking: chunkingFor(opts.avgChunkSize),
+      chunking: opts.chunking ?? chunkingFor(opts.avgChunkSize),
       compression: opts.compression ?? DEFAULT_COMPRESSION,
       created: new Date().toISOString(),
     };
@@ -173,12 +175,19 @@ export class Store {
    * Record a version, create-if-absent. The same manifest again is a success (idempotent);
    * a different one is VERSION_EXISTS.
    */
-  async putRef(project: string, app: string, version: string, manifest: Digest, by = defaultActor()): Promise<'created' | 'unchanged'> {
+  async putRef(
+    project: string,
+    app: string,
+    version: string,
+    manifest: Digest,
+    by = defaultActor(),
+    created = new Date().toISOString(),
+  ): Promise<'created' | 'unchanged'> {
     assertProjectName(project);
     assertAppName(app);
     assertVersionName(version);
     assertDigest(manifest);
-    const ref: Ref = { manifest, created: new Date().toISOString(), by };
+    const ref: Ref = { manifest, created, by };
     const key = refKey(project, app, version);
     const created = await this.call(() => this.writer.putIfAbsent(key, Buffer.from(JSON.stringify(ref))));
     if (created) return 'created';
