@@ -189,8 +189,7 @@ export class Store {
     assertDigest(manifest);
     const ref: Ref = { manifest, created, by };
     const key = refKey(project, app, version);
-    const created = await this.call(() => this.writer.putIfAbsent(key, Buffer.from(JSON.stringify(ref))));
-    if (created) return 'created';
+    if (await this.call(() => this.writer.putIfAbsent(key, Buffer.from(JSON.stringify(ref))))) return 'created';
     const existing = await this.getRef(project, app, version);
     if (existing?.manifest === manifest) return 'unchanged';
     throw new KkError('VERSION_EXISTS', `${project}/${app} version ${version} already exists with different content`, {
