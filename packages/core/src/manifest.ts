@@ -195,3 +195,9 @@ export function summarizeManifest(m: Manifest): ManifestSummary {
   }
   return { files: m.files.length, dirs: m.dirs.length, bytes, chunks };
 }
+
+/** Whether two manifests describe the same tree (ignoring who built it and when). */
+export function sameContent(a: Manifest, b: Manifest): boolean {
+  const tree = (m: Manifest) => canonicalManifestJson({ ...m, created: '', builder: '', version: '', meta: {}, git_commit: '' });
+  return tree(a) === tree(b);
+}

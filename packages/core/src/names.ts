@@ -31,3 +31,8 @@ function check(kind: string, name: string, re: RegExp, rule: string): void {
     });
   }
 }
+
+/** What a user may ask to pull: `latest`, a version name or a channel name. */
+export function assertVersionSpec(spec: string): void {
+  if (spec !== 'latest') check('version', spec, VERSION, 'a version name, a channel name or "latest"');
+}

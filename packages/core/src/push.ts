@@ -4,7 +4,7 @@ import { resolve, join } from 'node:path';
 import type { Digest } from './digest.js';
 import { KkError } from './errors.js';
 import type { Hasher } from './hash/pool.js';
-import { type ChunkRef, type FileEntry, MANIFEST_FORMAT, type Manifest, encodeManifest, fileChunks } from './manifest.js';
+import { type ChunkRef, type FileEntry, MANIFEST_FORMAT, type Manifest, encodeManifest, fileChunks, sameContent } from './manifest.js';
 import { assertAppName, assertProjectName, assertVersionName } from './names.js';
 import { type ScanOptions, type ScannedFile, scanTree } from './scan.js';
 import { StatCache, type StatEntry } from './statcache.js';
@@ -127,6 +127,22 @@ export async function push(opts: PushOptions): Promise<PushResult> {
     files,
   };
 
+  // Versions are immutable: decide before sending anything. The same tree again is a success.
+  const existing = await store.getRef(opts.project, opts.app, opts.version);
+  if (existing) {
+    const old = await store.getManifest(existing.manifest);
+    if (!sameContent(old, manifest)) {
+      throw new KkError('VERSION_EXISTS', `${opts.project}/${opts.app} version ${opts.version} already exists with different content`, {
+        hint: 'versions are immutable: push under a new version name',
+        details: { project: opts.project, app: opts.app, version: opts.version, existing: existing.manifest },
+      });
+    }
+    return {
+      ...emptyResult(opts, existing.manifest, scan, toHash.length, bytesHashed, filesCached),
+      durationMs: Math.round(performance.now() - t0),
+    };
+  }
+
   // Where each chunk can be read back from: the first file and offset that holds it.
   const source = new Map<Digest, { abs: string; offset: number; size: number }>();
   const absOf = new Map(scan.files.map((f) => [f.path, f.abs]));
@@ -203,6 +219,34 @@ export async function push(opts: PushOptions): Promise<PushResult> {
   };
   if (retention) result.retention = retention;
   return result;
+}
+
+function emptyResult(
+  opts: PushOptions,
+  manifest: Digest,
+  scan: { files: unknown[]; dirs: unknown[]; bytes: number },
+  filesHashed: number,
+  bytesHashed: number,
+  filesCached: number,
+): PushResult {
+  return {
+    project: opts.project,
+    app: opts.app,
+    version: opts.version,
+    manifest,
+    status: 'unchanged',
+    files: scan.files.length,
+    dirs: scan.dirs.length,
+    bytes: scan.bytes,
+    filesHashed,
+    bytesHashed,
+    filesCached,
+    chunks: 0,
+    chunksUploaded: 0,
+    bytesUploaded: 0,
+    bytesUploadedStored: 0,
+    durationMs: 0,
+  };
 }
 
 /** Small files travel to the pool in batches; large files alone. */

@@ -7,7 +7,7 @@ import { type Digest, digestHex } from '../digest.js';
 import { KkError } from '../errors.js';
 import type { Hasher } from '../hash/pool.js';
 import { type Manifest, fileChunks } from '../manifest.js';
-import { assertAppName, assertProjectName } from '../names.js';
+import { assertAppName, assertProjectName, assertVersionSpec } from '../names.js';
 import { type ProgressCallback, phaseReporter } from '../progress.js';
 import { makeIgnore } from '../scan.js';
 import { type Store, forEachLimit } from '../store.js';
@@ -108,6 +108,7 @@ export async function pull(opts: PullOptions): Promise<PullResult> {
   const t0 = performance.now();
   assertProjectName(opts.project);
   assertAppName(opts.app);
+  if (opts.version !== undefined) assertVersionSpec(opts.version);
   const target = resolve(opts.target);
   const state = new TargetState(target, opts.stateDir);
   const dryRun = !!opts.dryRun;
