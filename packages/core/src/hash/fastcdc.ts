@@ -9,14 +9,17 @@ export interface CdcParams {
   seed: string;
 }
 
-const gearCache = new Map<string, Uint32Array>();
+const gearCache = new Map<string, Int32Array>();
 
-/** 256 pseudo-random 32-bit values: the first 4 bytes of sha256(`${seed}:${i}`). */
-export function gearTable(seed: string): Uint32Array {
+/**
+ * 256 pseudo-random 32-bit values: the first 4 bytes of sha256(`${seed}:${i}`). Held as int32
+ * (same bits) so the hot loop stays in V8's int32 arithmetic instead of doubles.
+ */
+export function gearTable(seed: string): Int32Array {
   let g = gearCache.get(seed);
   if (!g) {
-    g = new Uint32Array(256);
-    for (let i = 0; i < 256; i++) g[i] = createHash('sha256').update(`${seed}:${i}`).digest().readUInt32BE(0);
+    g = new Int32Array(256);
+    for (let i = 0; i < 256; i++) g[i] = createHash('sha256').update(`${seed}:${i}`).digest().readInt32BE(0);
     gearCache.set(seed, g);
   }
   return g;
@@ -28,7 +31,7 @@ function topMask(bits: number): number {
 }
 
 export class Cdc {
-  private readonly gear: Uint32Array;
+  private readonly gear: Int32Array;
   private readonly maskS: number;
   private readonly maskL: number;
 
