@@ -1,9 +1,10 @@
 // The driver conformance suite: every driver runs it against its real backend. It reads the
 // driver's capabilities and skips, with the reason shown, what the driver does not claim.
 import { randomBytes } from 'node:crypto';
+import { brotliCompressSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TestContext } from 'vitest';
-import { isPruneDriver, isWriteDriver } from '@kk/core';
+import { ENCODING_BROTLI, ENCODING_RAW, createHasher, isPruneDriver, isWriteDriver, sha256Digest } from '@kk/core';
 import type { Driver, DriverCapabilities, ObjectInfo, PruneDriver, WriteDriver } from '@kk/core';
 
 export interface DriverUnderTest {
@@ -49,6 +50,28 @@ export function runDriverConformance(name: string, setup: () => Promise<DriverUn
       expect(await reader().get(`${p}missing`)).toBeUndefined();
       expect(await reader().get(`${p}missing/deeper`)).toBeUndefined();
       expect(await reader().stat(`${p}missing`)).toBeUndefined();
+    });
+
+    it('carries raw and brotli chunk objects byte-exactly (no transport decoding), and they decode to their digest', async (ctx) => {
+      const d = writer(ctx);
+      const p = prefix();
+      const raw = Buffer.from('kk chunk payload '.repeat(4000));
+      const objects = [
+        Buffer.concat([Buffer.from([ENCODING_RAW]), raw]),
+        Buffer.concat([Buffer.from([ENCODING_BROTLI]), brotliCompressSync(raw)]),
+      ];
+      const hasher = createHasher({ threads: 1 });
+      try {
+        for (const [i, obj] of objects.entries()) {
+          await d.put(`${p}chunk${i}`, obj);
+          const back = (await d.get(`${p}chunk${i}`))!;
+          expect(back.equals(obj)).toBe(true);
+          const decoded = await hasher.decodeChunk(back, sha256Digest(raw), raw.length);
+          expect(decoded.ok && Buffer.from(decoded.raw).equals(raw)).toBe(true);
+        }
+      } finally {
+        await hasher.close();
+      }
     });
 
     it('put/get round-trips 0 bytes, 1 byte, 3 MiB of random bytes and a nested key', async (ctx) => {
