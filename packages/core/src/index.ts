@@ -21,7 +21,7 @@ export * from './push.js';
 export * from './retention.js';
 export * from './gc.js';
 export * from './diff.js';
-export { pull, rollback, targetStatus, IN_TARGET_STAGING, type PullOptions, type PullResult, type RollbackOptions, type StoreSource } from './apply/pull.js';
+export { pull, diff, rollback, targetStatus, IN_TARGET_STAGING, type PullOptions, type PullResult, type RollbackOptions, type StoreSource } from './apply/pull.js';
 export { type ApplyPlan, type PlanSummary } from './apply/plan.js';
 export { TargetState, type AppliedVersion, type TargetStateFile } from './apply/target-state.js';
 export { verifyTarget, type VerifyResult, type VerifyProblem } from './apply/verify.js';

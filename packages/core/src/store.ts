@@ -358,3 +358,8 @@ export async function forEachLimit<T>(items: Iterable<T>, limit: number, fn: (it
   await Promise.all(runners);
   if (failed !== undefined) throw failed;
 }
+
+/** Every version of an app, newest first. */
+export function listVersions(store: Store, project: string, app: string): Promise<VersionInfo[]> {
+  return store.listVersions(project, app);
+}

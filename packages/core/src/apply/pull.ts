@@ -449,3 +449,8 @@ export async function targetStatus(target: string, stateDir?: string) {
     interrupted: !!(await readJournal(state.journalFile)),
   };
 }
+
+/** The plan a pull would carry out at a target, without changing anything. */
+export function diff(opts: Omit<PullOptions, 'dryRun'>): Promise<PullResult> {
+  return pull({ ...opts, dryRun: true });
+}
