@@ -70,7 +70,9 @@ export async function copyVersions(opts: CopyOptions): Promise<CopyResult> {
     });
     progress.end();
     await to.putManifest(m);
+    await to.flush();
     await to.putRef(v.project, v.app, v.version, v.manifest, v.by, v.created);
+    await to.flush();
   }
   result.durationMs = Math.round(performance.now() - t0);
   return result;

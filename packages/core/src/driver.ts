@@ -72,6 +72,12 @@ export interface WriteDriver extends ReadDriver {
    * two may both get `true` and the last write wins (callers compare contents afterwards).
    */
   putIfAbsent(key: string, data: Uint8Array): Promise<boolean>;
+  /**
+   * Make every write this instance completed so far durable (survive a power loss). Drivers
+   * whose writes are durable when they resolve omit it. The Store calls it before a ref is
+   * written and after, so a version never names chunks a crash could lose.
+   */
+  flush?(): Promise<void>;
 }
 
 export interface PruneDriver extends WriteDriver {

@@ -26,3 +26,4 @@ export { type ApplyPlan, type PlanSummary } from './apply/plan.js';
 export { TargetState, type AppliedVersion, type TargetStateFile } from './apply/target-state.js';
 export { verifyTarget, type VerifyResult, type VerifyProblem } from './apply/verify.js';
 export * from './copy.js';
+export * from './durability.js';

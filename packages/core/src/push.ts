@@ -3,7 +3,7 @@
 import { resolve, join } from 'node:path';
 import type { Digest } from './digest.js';
 import { KkError } from './errors.js';
-import type { Hasher } from './hash/pool.js';
+import type { ChunkSource, Hasher } from './hash/pool.js';
 import { type ChunkRef, type FileEntry, MANIFEST_FORMAT, type Manifest, encodeManifest, fileChunks, sameContent } from './manifest.js';
 import { assertAppName, assertProjectName, assertVersionName } from './names.js';
 import { type ScanOptions, type ScannedFile, scanTree } from './scan.js';
@@ -166,24 +166,27 @@ export async function push(opts: PushOptions): Promise<PushResult> {
   try {
     const missing = await store.missingChunks(source.keys());
     const up = phaseReporter(opts.onProgress, 'upload', missing.length, missing.reduce((s, d) => s + source.get(d)!.size, 0));
-    await forEachLimit(missing, opts.concurrency ?? 8, async (d) => {
-      const src = source.get(d)!;
-      let object: Buffer;
-      try {
-        object = await hasher.encodeChunk(src.abs, src.offset, src.size, d, store.config.compression);
-      } catch (err) {
-        throw new KkError('SOURCE_INVALID', (err as Error).message, { hint: 'push from a finished build directory' });
-      }
-      if (await store.putChunkObject(d, object)) {
-        chunksUploaded++;
-        bytesUploaded += src.size;
-        bytesUploadedStored += object.length;
-      }
-      up.add(1, src.size);
+    // Chunks travel to the pool in batches (one message per ~8 MiB), and to the store one by one.
+    await forEachLimit(batchChunks(missing, source), hasher.threads + 1, async (batch) => {
+      const objects = await hasher.encodeChunks(batch, store.config.compression);
+      await forEachLimit(objects.keys(), opts.concurrency ?? 8, async (i) => {
+        const r = objects[i]!;
+        const src = batch[i]!;
+        if (!r.ok) throw new KkError('SOURCE_INVALID', r.reason, { hint: 'push from a finished build directory' });
+        if (await store.putChunkObject(src.digest, r.object)) {
+          chunksUploaded++;
+          bytesUploaded += src.size;
+          bytesUploadedStored += r.object.length;
+        }
+        up.add(1, src.size);
+      });
     });
     up.end();
     digest = await store.putManifest(manifest);
+    // Chunks and manifest durable before the ref names them; the ref durable before we return.
+    await store.flush();
     status = await store.putRef(opts.project, opts.app, opts.version, digest, opts.by);
+    await store.flush();
   } finally {
     await lease.release().catch(() => {});
   }
@@ -247,6 +250,22 @@ function emptyResult(
     bytesUploadedStored: 0,
     durationMs: 0,
   };
+}
+
+function* batchChunks(digests: Digest[], source: Map<Digest, { abs: string; offset: number; size: number }>): Generator<ChunkSource[]> {
+  let batch: ChunkSource[] = [];
+  let bytes = 0;
+  for (const d of digests) {
+    const s = source.get(d)!;
+    batch.push({ path: s.abs, offset: s.offset, size: s.size, digest: d });
+    bytes += s.size;
+    if (bytes >= BATCH_BYTES || batch.length >= BATCH_FILES) {
+      yield batch;
+      batch = [];
+      bytes = 0;
+    }
+  }
+  if (batch.length) yield batch;
 }
 
 /** Small files travel to the pool in batches; large files alone. */

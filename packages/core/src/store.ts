@@ -115,6 +115,12 @@ export class Store {
     return this.driver;
   }
 
+  /** Make completed writes durable (drivers that buffer durability implement flush). */
+  async flush(): Promise<void> {
+    const w = this.driver as WriteDriver;
+    if (typeof w.flush === 'function') await this.call(() => w.flush!());
+  }
+
   private call<T>(fn: () => Promise<T>): Promise<T> {
     return backend(this.driver, fn);
   }
@@ -256,6 +262,7 @@ export class Store {
     const history = prev ? [{ version: prev.version, manifest: prev.manifest, updated: prev.updated, by: prev.by }, ...prev.history] : [];
     const next: Channel = { ...entry, history: history.slice(0, 100) };
     await this.call(() => this.writer.put(channelKey(project, app, channel), Buffer.from(JSON.stringify(next))));
+    await this.flush();
     return next;
   }
 

@@ -5,13 +5,17 @@ import { randomBytes } from 'node:crypto';
 import type { Dir } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { KkError } from '@kk/core';
+import { KkError, makeDurable } from '@kk/core';
 import type { ByteRange, DriverCapabilities, ObjectInfo, PruneDriver } from '@kk/core';
 
 export interface FileDriverOptions {
   /** Absolute path of the store directory. Created on first write if missing. Required. */
   root: string;
-  /** fsync each object's data before renaming it into place. Default: true. */
+  /**
+   * Make writes durable when the Store asks (`flush()`): one syncfs of the store's file system
+   * (or an fsync per written file where syncfs is unavailable). Default: true. `false` leaves
+   * durability to the kernel, like cp and rsync.
+   */
   fsync?: boolean;
 }
 
@@ -31,32 +35,37 @@ export function createFileDriver(opts: FileDriverOptions) {
   };
 
   const fileOf = (key: string) => path.join(root, ...checkKey(key).split('/'));
+  // Directories known to exist: most writes land in one of 256 chunk directories.
+  const knownDirs = new Set<string>();
+  // Files written since the last flush, for the per-file fallback.
+  let dirty = new Set<string>();
 
   /** Writes `data` to a fresh temp file next to `file` and returns the temp file's path. */
   async function writeTemp(file: string, data: Uint8Array): Promise<string> {
     const dir = path.dirname(file);
-    // A concurrent delete may rmdir the freshly made parent before the temp file lands in it.
+    // A concurrent delete may rmdir the parent before the temp file lands in it: make it again.
     for (let attempt = 0; ; attempt++) {
-      await fs.mkdir(dir, { recursive: true });
-      const tmp = path.join(dir, TEMP_PREFIX + randomBytes(8).toString('hex'));
-      let handle: fs.FileHandle;
-      try {
-        handle = await fs.open(tmp, 'wx');
-      } catch (err) {
-        if (errnoOf(err) === 'ENOENT' && attempt < 5) continue;
-        throw err;
+      if (!knownDirs.has(dir)) {
+        await fs.mkdir(dir, { recursive: true });
+        knownDirs.add(dir);
       }
+      const tmp = path.join(dir, TEMP_PREFIX + randomBytes(8).toString('hex'));
       try {
-        await handle.writeFile(data);
-        if (fsync) await handle.sync();
-        await handle.close();
+        await fs.writeFile(tmp, data, { flag: 'wx' });
         return tmp;
       } catch (err) {
-        await handle.close().catch(() => {});
-        await fs.rm(tmp, { force: true });
+        await fs.rm(tmp, { force: true }).catch(() => {});
+        if (errnoOf(err) === 'ENOENT' && attempt < 5) {
+          knownDirs.delete(dir);
+          continue;
+        }
         throw err;
       }
     }
+  }
+
+  function written(file: string): void {
+    if (fsync) dirty.add(file);
   }
 
   /** Streams the objects under `dir` (whose key prefix is `dirKey`) that start with `prefix`. */
@@ -162,6 +171,7 @@ export function createFileDriver(opts: FileDriverOptions) {
         const tmp = await writeTemp(file, data);
         try {
           await fs.rename(tmp, file);
+          written(file);
         } catch (err) {
           await fs.rm(tmp, { force: true });
           throw err;
@@ -174,10 +184,12 @@ export function createFileDriver(opts: FileDriverOptions) {
     async putIfAbsent(key: string, data: Uint8Array) {
       const file = fileOf(key);
       try {
-        if (await exists(file)) return false;
+        // Large objects are checked first so a lost race costs a stat, not a write.
+        if (data.length > 4 * 1024 * 1024 && (await exists(file))) return false;
         const tmp = await writeTemp(file, data);
         try {
           await fs.link(tmp, file);
+          written(file);
           return true;
         } catch (err) {
           if (errnoOf(err) === 'EEXIST') return false;
@@ -194,6 +206,7 @@ export function createFileDriver(opts: FileDriverOptions) {
       const file = fileOf(key);
       try {
         await fs.unlink(file);
+        knownDirs.delete(path.dirname(file));
       } catch (err) {
         if (!isMissing(err) && errnoOf(err) !== 'EISDIR') throw backendError('delete', key, err);
       }
@@ -205,6 +218,15 @@ export function createFileDriver(opts: FileDriverOptions) {
           break;
         }
       }
+    },
+
+    async flush() {
+      if (!dirty.size) return;
+      const files = dirty;
+      dirty = new Set();
+      // The directory entries made by rename/link are covered by syncfs; the fallback fsyncs
+      // the files only (ext4 and xfs order a new file's entry with its data).
+      await makeDurable(root, files);
     },
 
     async close() {},

@@ -1,11 +1,13 @@
 // Pull = mirror-apply (DESIGN 7): make a deploy directory hold exactly one version's files, in
 // place. Stage every new or changed file completely (seeded from local files where possible,
 // fetched from the store otherwise, every chunk verified), then commit through a journal.
+import { lstatSync, type Stats } from 'node:fs';
 import { mkdir, open, readdir, rm, stat, unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { type Digest, digestHex } from '../digest.js';
 import { KkError } from '../errors.js';
-import type { Hasher } from '../hash/pool.js';
+import type { Hasher, StageFileRequest } from '../hash/pool.js';
+import { makeDurable } from '../durability.js';
 import { type Manifest, fileChunks } from '../manifest.js';
 import { assertAppName, assertProjectName, assertVersionSpec } from '../names.js';
 import { type ProgressCallback, phaseReporter } from '../progress.js';
@@ -95,7 +97,7 @@ async function openStore(s: StoreSource | undefined): Promise<Store> {
 async function recover(state: TargetState): Promise<boolean> {
   const j = await readJournal(state.journalFile);
   if (!j) return false;
-  await runJournal(state.target, j);
+  await makeDurable(state.target, runJournal(state.target, j));
   await state.recordApplied(j.applied);
   // Stats of half-committed files are unknown: the next plan hashes instead of trusting them.
   await state.clearStat();
@@ -136,7 +138,7 @@ export async function pull(opts: PullOptions): Promise<PullResult> {
     const exists = await stat(target).then((s) => s.isDirectory(), () => false);
     if (!exists && !dryRun) await mkdir(target, { recursive: true });
     const ig = makeIgnore(opts.ignore);
-    const tree = exists || !dryRun ? await walkTarget(target, ig, new Set([IN_TARGET_STAGING])) : { entries: new Map(), ignored: 0 };
+    const tree = exists || !dryRun ? walkTarget(target, ig, new Set([IN_TARGET_STAGING])) : { entries: new Map(), ignored: 0 };
     const prior = await state.read();
     if (!prior && tree.entries.size > 0 && !opts.adopt) {
       throw new KkError('TARGET_NOT_MANAGED', `${target} is not empty and kk has never deployed to it`, {
@@ -210,16 +212,17 @@ export async function pull(opts: PullOptions): Promise<PullResult> {
     opts.onProgress?.({ phase: 'commit', done: 0, total: journal.rename.length, bytesDone: 0, bytesTotal: 0 });
     if (sameDevice) await mkdir(state.cacheDir, { recursive: true });
     await writeJournal(state.journalFile, journal);
-    await runJournal(target, journal, {
+    const touched = runJournal(target, journal, {
       // Keep replaced files (hard links, free) so rollback needs no network.
       beforeReplace: sameDevice
-        ? async (p) => {
+        ? (p) => {
             const sha = plan.known.get(p);
-            if (sha) await keepFile(join(target, p), join(state.cacheDir, digestHex(sha)));
+            if (sha) keepFile(join(target, p), join(state.cacheDir, digestHex(sha)));
           }
         : undefined,
     });
-    await state.writeStat(await placedStats(target, manifest, plan, tree, placed));
+    if (opts.fsync ?? true) await makeDurable(target, touched);
+    await state.writeStat(placedStats(target, manifest, plan, tree, placed));
     await state.recordApplied(applied);
     await unlink(state.journalFile);
     await rm(stagingDir, { recursive: true, force: true });
@@ -256,7 +259,7 @@ function buildSeedIndex(
   manifest: Manifest,
   history: Manifest[],
   cacheDir: string | undefined,
-  tree: Awaited<ReturnType<typeof walkTarget>>,
+  tree: ReturnType<typeof walkTarget>,
 ): Map<Digest, Seed[]> {
   const index = new Map<Digest, Seed[]>();
   const add = (abs: string, chunks: [Digest, number][]) => {
@@ -293,15 +296,76 @@ async function stageFiles(
   result: PullResult,
 ): Promise<void> {
   const { hasher } = opts;
-  const concurrency = Math.max(opts.concurrency ?? 8, hasher.threads * 2);
+  const concurrency = opts.concurrency ?? 8;
   const progress = phaseReporter(opts.onProgress, 'fetch', plan.write.length, plan.bytesToWrite);
+  let storePromise: Promise<Store> | undefined;
+  const store = () => (storePromise ??= openStore(opts.store));
+  const fetchObject = async (d: Digest, size: number): Promise<Buffer> => {
+    const object = await (await store()).getChunkObject(d);
+    result.chunksFetched++;
+    result.bytesFetched += object.length;
+    result.bytesFetchedRaw += size;
+    return object;
+  };
+  const corrupt = (reason: string, d: Digest) =>
+    new KkError('CHUNK_CORRUPT', reason, {
+      hint: 'the store holds damaged data: re-push this version from its build, or restore the chunk from a copy',
+      details: { digest: d },
+    });
+  const stagedPath = (i: number) => join(stagingDir, String(i));
+
+  const small: number[] = [];
+  const large: number[] = [];
+  plan.write.forEach((w, i) => (fileChunks(w.file).length <= 1 ? small : large).push(i));
+
+  // ---- single-chunk files: whole files per worker task, seeded or from one stored object ----
+  await forEachLimit(batchIndexes(small, (i) => plan.write[i]!.file.size), hasher.threads + 1, async (batch) => {
+    const reqs: StageFileRequest[] = batch.map((i) => {
+      const f = plan.write[i]!.file;
+      const local = f.size ? (seeds.get(f.sha256) ?? []) : [];
+      return { dst: stagedPath(i), size: f.size, mode: f.mode, mtime: mtimeArg(f.mtime), digest: f.sha256, seeds: local.map((x) => ({ src: x.abs, offset: x.offset })) };
+    });
+    const withObjects = async (list: StageFileRequest[]) => {
+      const byDigest = new Map<Digest, Promise<Buffer>>();
+      await forEachLimit(list, concurrency, async (r) => {
+        const d = r.digest as Digest;
+        if (!byDigest.has(d)) byDigest.set(d, fetchObject(d, r.size));
+        r.object = await byDigest.get(d)!;
+        r.seeds = [];
+      });
+    };
+    await withObjects(reqs.filter((r) => r.size > 0 && r.seeds.length === 0));
+    let pending = reqs;
+    for (let round = 0; pending.length; round++) {
+      const res = await hasher.stageFiles(pending);
+      const retry: StageFileRequest[] = [];
+      res.forEach((r, j) => {
+        const req = pending[j]!;
+        if (r.ok) {
+          if (r.seeded) {
+            result.chunksSeeded++;
+            result.bytesSeeded += req.size;
+          }
+          progress.add(1, req.size);
+        } else if (r.corrupt) {
+          throw corrupt(`${r.reason} (read from the store)`, req.digest as Digest);
+        } else {
+          retry.push(req);
+        }
+      });
+      // A second round only holds files whose fetched object failed: that cannot happen twice.
+      if (round > 0 && retry.length) throw corrupt(`chunk ${retry[0]!.digest} could not be staged`, retry[0]!.digest as Digest);
+      await withObjects(retry);
+      pending = retry;
+    }
+  });
+
+  // ---- multi-chunk files: created at full size, chunks land in any order ----
   const fromStore = new Map<Digest, { size: number; dests: { path: string; offset: number }[] }>();
   const seedTasks: { d: Digest; size: number; path: string; offset: number }[] = [];
-
-  // Create every staged file at its final size, so chunks can land in any order.
-  await forEachLimit(plan.write.keys(), 16, async (i) => {
+  await forEachLimit(large, 16, async (i) => {
     const f = plan.write[i]!.file;
-    const path = join(stagingDir, String(i));
+    const path = stagedPath(i);
     const fh = await open(path, 'w', 0o600);
     await fh.truncate(f.size);
     await fh.close();
@@ -312,8 +376,7 @@ async function stageFiles(
       offset += size;
     }
   });
-
-  await forEachLimit(seedTasks, concurrency, async (t) => {
+  await forEachLimit(seedTasks, Math.max(concurrency, hasher.threads * 2), async (t) => {
     for (const s of seeds.get(t.d)!) {
       const r = await hasher.copyChunk(s.abs, s.offset, t.size, t.d, t.path, t.offset);
       if (r.ok) {
@@ -325,42 +388,39 @@ async function stageFiles(
     }
     addStoreDest(fromStore, t.d, t.size, t.path, t.offset);
   });
-
-  if (fromStore.size) {
-    const store = await openStore(opts.store);
-    await forEachLimit(fromStore, opts.concurrency ?? 8, async ([d, { size, dests }]) => {
-      const object = await store.getChunkObject(d);
-      for (const dest of dests) {
-        const r = await hasher.writeChunk(object, d, size, dest.path, dest.offset);
-        if (!r.ok) {
-          throw new KkError('CHUNK_CORRUPT', `${r.reason} (store ${store.driver.name})`, {
-            hint: 'the store holds damaged data: re-push this version from its build, or restore the chunk from a copy',
-            details: { digest: d },
-          });
-        }
-        progress.add(0, size);
-      }
-      result.chunksFetched++;
-      result.bytesFetched += object.length;
-      result.bytesFetchedRaw += size;
-    });
+  await forEachLimit(fromStore, concurrency, async ([d, { size, dests }]) => {
+    const object = await fetchObject(d, size);
+    for (const dest of dests) {
+      const r = await hasher.writeChunk(object, d, size, dest.path, dest.offset);
+      if (!r.ok) throw corrupt(`${r.reason} (read from the store)`, d);
+      progress.add(0, size);
+    }
+  });
+  for (let k = 0; k < large.length; k += 256) {
+    const part = large.slice(k, k + 256);
+    await hasher.finishFiles(part.map((i) => ({ dst: stagedPath(i), mode: plan.write[i]!.file.mode, mtime: mtimeArg(plan.write[i]!.file.mtime) })));
+    progress.add(part.length, 0);
   }
 
-  // Metadata and durability before anything is renamed into place.
-  const fsync = opts.fsync ?? true;
-  await forEachLimit(plan.write.keys(), 16, async (i) => {
-    const f = plan.write[i]!.file;
-    const fh = await open(join(stagingDir, String(i)), 'r+');
-    try {
-      await fh.chmod(f.mode);
-      await fh.utimes(mtimeArg(f.mtime), mtimeArg(f.mtime));
-      if (fsync) await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    progress.add(1, 0);
-  });
+  // Durable before anything is renamed into place: one syncfs rather than an fsync per file.
+  if ((opts.fsync ?? true) && plan.write.length) await makeDurable(stagingDir, plan.write.map((_, i) => stagedPath(i)));
   progress.end();
+}
+
+/** Group indexes into batches of at most 128 items or 8 MiB. */
+function* batchIndexes(items: number[], sizeOf: (i: number) => number): Generator<number[]> {
+  let batch: number[] = [];
+  let bytes = 0;
+  for (const i of items) {
+    batch.push(i);
+    bytes += sizeOf(i);
+    if (batch.length >= 128 || bytes >= 8 * 1024 * 1024) {
+      yield batch;
+      batch = [];
+      bytes = 0;
+    }
+  }
+  if (batch.length) yield batch;
 }
 
 function addStoreDest(m: Map<Digest, { size: number; dests: { path: string; offset: number }[] }>, d: Digest, size: number, path: string, offset: number) {
@@ -370,29 +430,30 @@ function addStoreDest(m: Map<Digest, { size: number; dests: { path: string; offs
 }
 
 /** Stat cache after the commit: what each manifest path now holds. */
-async function placedStats(
+function placedStats(
   target: string,
   manifest: Manifest,
   plan: ApplyPlan,
-  tree: Awaited<ReturnType<typeof walkTarget>>,
+  tree: ReturnType<typeof walkTarget>,
   before: Map<string, PlacedFile>,
-): Promise<Map<string, PlacedFile>> {
+): Map<string, PlacedFile> {
   const out = new Map<string, PlacedFile>();
   const rewritten = new Set([...plan.write.map((w) => w.file.path), ...plan.meta.map((f) => f.path)]);
-  const byPath = new Map(manifest.files.map((f) => [f.path, f]));
-  await forEachLimit(byPath.values(), 32, async (f) => {
+  for (const f of manifest.files) {
     const e = tree.entries.get(f.path);
     if (!rewritten.has(f.path) && e?.kind === 'file' && plan.known.get(f.path) === f.sha256) {
       out.set(f.path, { size: e.size, mtimeMs: e.mtimeMs, ctimeMs: e.ctimeMs, ino: e.ino, sha256: f.sha256 });
-      return;
+      continue;
     }
-    if (!rewritten.has(f.path)) {
-      const prev = before.get(f.path);
-      if (!prev) return;
+    if (!rewritten.has(f.path) && !before.has(f.path)) continue;
+    let st: Stats | undefined;
+    try {
+      st = lstatSync(join(target, f.path));
+    } catch {
+      continue;
     }
-    const st = await stat(join(target, f.path)).catch(() => undefined);
-    if (st?.isFile()) out.set(f.path, { size: st.size, mtimeMs: Math.floor(st.mtimeMs), ctimeMs: st.ctimeMs, ino: st.ino, sha256: f.sha256 });
-  });
+    if (st.isFile()) out.set(f.path, { size: st.size, mtimeMs: Math.floor(st.mtimeMs), ctimeMs: st.ctimeMs, ino: st.ino, sha256: f.sha256 });
+  }
   return out;
 }
 

@@ -26,7 +26,7 @@ export interface VerifyResult {
 export async function verifyTarget(opts: { target: string; manifest: Manifest; hasher: Hasher; ignore?: string[] }): Promise<VerifyResult> {
   const target = resolve(opts.target);
   const ig = makeIgnore(opts.ignore);
-  const tree = await walkTarget(target, ig, new Set([IN_TARGET_STAGING]));
+  const tree = walkTarget(target, ig, new Set([IN_TARGET_STAGING]));
   const problems: VerifyProblem[] = [];
   const m = opts.manifest;
   const files = m.files.filter((f) => !ig.ignores(f.path));

@@ -3,7 +3,7 @@
 import type { Driver } from '../driver.js';
 import { isTransient } from '../errors.js';
 
-const METHODS = ['get', 'stat', 'hasMany', 'listChildren', 'put', 'putIfAbsent', 'delete'] as const;
+const METHODS = ['get', 'stat', 'hasMany', 'listChildren', 'put', 'putIfAbsent', 'flush', 'delete'] as const;
 
 function wrapMethods<D extends Driver>(inner: D, around: (call: () => Promise<unknown>) => Promise<unknown>): D {
   const out: Record<string, unknown> = {

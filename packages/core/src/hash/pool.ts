@@ -4,9 +4,9 @@ import { Piscina } from 'piscina';
 import type { Digest } from '../digest.js';
 import type { ChunkingParams } from '../chunking.js';
 import type { CompressionPolicy } from './codec.js';
-import type { FileHashResult, Failure } from './worker.js';
+import type { FileHashResult, Failure, StageFileRequest, StageFileResult } from './worker.js';
 
-export type { FileHashResult } from './worker.js';
+export type { FileHashResult, StageFileRequest, StageFileResult } from './worker.js';
 
 /** Everything CPU-heavy in kk: hashing, chunking, (de)compression, verified chunk I/O. */
 export interface Hasher {
@@ -14,14 +14,27 @@ export interface Hasher {
   hashFiles(paths: string[], chunking: ChunkingParams): Promise<(FileHashResult | Failure)[]>;
   /** Read a chunk back from a source file and encode it; fails if the file changed. */
   encodeChunk(path: string, offset: number, size: number, digest: Digest, policy: CompressionPolicy): Promise<Buffer>;
+  /** Encode many chunks in one task; a failure is returned per chunk. */
+  encodeChunks(items: ChunkSource[], policy: CompressionPolicy): Promise<({ ok: true; object: Buffer } | Failure)[]>;
   /** Decode + verify a stored chunk object; throws CHUNK_CORRUPT-worthy Error on mismatch. */
   decodeChunk(object: Uint8Array, digest: Digest, size: number): Promise<{ ok: true; raw: Uint8Array } | Failure>;
   /** Decode + verify a stored chunk object and write it into `dst` at `offset`. */
   writeChunk(object: Uint8Array, digest: Digest, size: number, dst: string, offset: number): Promise<{ ok: true } | Failure>;
   /** Copy a verified chunk from a local file into `dst` at `offset`. */
   copyChunk(src: string, srcOffset: number, size: number, digest: Digest, dst: string, offset: number): Promise<{ ok: true } | Failure>;
+  /** Create and fill whole single-chunk files (staging), verified, with mode and mtime set. */
+  stageFiles(files: StageFileRequest[]): Promise<StageFileResult[]>;
+  /** Set mode and mtime (seconds) of staged files. */
+  finishFiles(files: { dst: string; mode: number; mtime: number }[]): Promise<void>;
   readonly threads: number;
   close(): Promise<void>;
+}
+
+export interface ChunkSource {
+  path: string;
+  offset: number;
+  size: number;
+  digest: Digest;
 }
 
 export interface HasherOptions {
@@ -48,10 +61,18 @@ export function createHasher(opts: HasherOptions = {}): Hasher {
       const o = r.object as Uint8Array;
       return Buffer.from(o.buffer, o.byteOffset, o.byteLength);
     },
+    async encodeChunks(items, policy) {
+      const res: ({ ok: true; object: Uint8Array } | Failure)[] = await pool.run({ items, policy }, { name: 'encodeChunks' });
+      return res.map((r) => (r.ok ? { ok: true as const, object: Buffer.from(r.object.buffer, r.object.byteOffset, r.object.byteLength) } : r));
+    },
     decodeChunk: (object, digest, size) => pool.run({ object, digest, size }, { name: 'decodeChunk' }),
     writeChunk: (object, digest, size, dst, offset) => pool.run({ object, digest, size, dst, offset }, { name: 'writeChunk' }),
     copyChunk: (src, srcOffset, size, digest, dst, offset) =>
       pool.run({ src, srcOffset, size, digest, dst, offset }, { name: 'copyChunk' }),
+    stageFiles: (files) => pool.run({ files }, { name: 'stageFiles' }),
+    finishFiles: async (files) => {
+      await pool.run({ files }, { name: 'finishFiles' });
+    },
     close: () => pool.destroy(),
   };
 }

@@ -1,7 +1,7 @@
 // Pool worker: pure functions over paths and byte ranges (DESIGN 2). Imports nothing else from
 // core; every failure the caller must react to is returned as a value, not thrown, because
 // errors lose their type when they cross the thread boundary.
-import { closeSync, openSync, readSync, writeSync, fstatSync } from 'node:fs';
+import { closeSync, fchmodSync, fstatSync, futimesSync, openSync, readSync, writeSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { Cdc, type CdcParams } from './fastcdc.js';
 import { type CompressionPolicy, decodeChunkObject, encodeChunkObject } from './codec.js';
@@ -91,6 +91,14 @@ export function hashFiles(req: { paths: string[]; chunking: CdcParams }): (FileH
       return { ok: false, reason: `${(err as Error).message}` };
     }
   });
+}
+
+/** Encode many chunks in one task (small chunks would otherwise pay a message each). */
+export function encodeChunks(req: {
+  items: { path: string; offset: number; size: number; digest: WorkerDigest }[];
+  policy: CompressionPolicy;
+}): ({ ok: true; object: Uint8Array } | Failure)[] {
+  return req.items.map((it) => encodeChunk({ ...it, policy: req.policy }));
 }
 
 /** Read one chunk of a source file, check it still has the digest hashed earlier, encode it. */
@@ -193,4 +201,85 @@ export function sha256Rounds(req: { bytes: number; rounds: number }): number {
   const t0 = performance.now();
   for (let i = 0; i < req.rounds; i++) createHash('sha256').update(data).digest();
   return performance.now() - t0;
+}
+
+export interface StageFileRequest {
+  dst: string;
+  size: number;
+  mode: number;
+  /** utimes argument in seconds. */
+  mtime: number;
+  digest: WorkerDigest;
+  /** Local files believed to hold the bytes, tried in order. */
+  seeds: { src: string; offset: number }[];
+  /** The stored object, when no seed is known or the seeds failed. */
+  object?: Uint8Array;
+}
+
+export type StageFileResult = { ok: true; seeded: boolean } | { ok: false; reason: string; corrupt: boolean };
+
+function readVerified(src: string, offset: number, size: number, digest: WorkerDigest): Uint8Array | undefined {
+  let fd: number;
+  try {
+    fd = openSync(src, 'r');
+  } catch {
+    return undefined;
+  }
+  try {
+    if (!fstatSync(fd).isFile()) return undefined;
+    const raw = Buffer.allocUnsafe(size);
+    return readFully(fd, raw, offset) === size && digestOf(raw) === digest ? raw : undefined;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Stage whole single-chunk files in one task: create, fill from a verified seed or a verified
+ * stored object, set mode and mtime. A file whose seeds all failed and that has no object is
+ * reported, not written; the caller fetches the object and asks again.
+ */
+export function stageFiles(req: { files: StageFileRequest[] }): StageFileResult[] {
+  return req.files.map((f) => {
+    let data: Uint8Array | undefined;
+    let seeded = false;
+    if (f.size === 0) data = new Uint8Array(0);
+    if (!data && f.object) {
+      const r = decodeVerified(f.object, f.digest, f.size);
+      if (!(r instanceof Uint8Array)) return { ok: false, reason: r.reason, corrupt: true };
+      data = r;
+    }
+    for (const s of data ? [] : f.seeds) {
+      data = readVerified(s.src, s.offset, f.size, f.digest);
+      if (data) {
+        seeded = true;
+        break;
+      }
+    }
+    if (!data) return { ok: false, reason: 'no seed holds it', corrupt: false };
+    const fd = openSync(f.dst, 'w', 0o600);
+    try {
+      let done = 0;
+      while (done < data.length) done += writeSync(fd, data, done, data.length - done, done);
+      fchmodSync(fd, f.mode);
+      futimesSync(fd, f.mtime, f.mtime);
+    } finally {
+      closeSync(fd);
+    }
+    return { ok: true, seeded };
+  });
+}
+
+/** Set mode and mtime of staged files (after their chunks were written). */
+export function finishFiles(req: { files: { dst: string; mode: number; mtime: number }[] }): true {
+  for (const f of req.files) {
+    const fd = openSync(f.dst, 'r+');
+    try {
+      fchmodSync(fd, f.mode);
+      futimesSync(fd, f.mtime, f.mtime);
+    } finally {
+      closeSync(fd);
+    }
+  }
+  return true;
 }
