@@ -1,2 +1,7 @@
-// The kk command-line interface arrives with issue 3; until then `npm run demo` shows the library.
-export const CLI_PENDING = 'the kk CLI is built in issue 3';
+// The kk CLI as a library for command authors: the base command, the shared flags, the exit
+// codes and the store helper. The commands themselves live in ./commands (one file each).
+export { KkCommand, openStoreAt, writeJson, type KkArgs, type KkFlags, type Outcome, type StoreLocation } from './base.js';
+export * from './flags.js';
+export { EXIT, describeFailure, type ExitCode, type FailureReport } from './exit-codes.js';
+export { createProgress, describeProgress, lineProgress, type ProgressDisplay, type ProgressMode } from './progress.js';
+export * from './format.js';

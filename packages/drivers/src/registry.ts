@@ -4,10 +4,14 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { KkError } from '@kk/core';
 import type { Driver } from '@kk/core';
 import { createFileDriver } from './file.js';
+import { openHttpDriver } from './http.js';
+import { createS3Driver, s3DriverOptionsFromUrl } from './s3.js';
 
 export interface OpenDriverOptions {
   /** Directory a relative store path is resolved against. Default: `process.cwd()`. */
   cwd?: string;
+  /** Bearer token for `http(s):` stores. Default: the URL's user name, else `KK_TOKEN`. */
+  token?: string;
 }
 
 /** Builds a driver from a parsed store URL. Throw `KkError('CONFIG_INVALID')` for a bad URL. */
@@ -82,3 +86,9 @@ registerDriver('file', (url) => {
   }
   return createFileDriver({ root });
 });
+
+registerDriver('s3', (url) => createS3Driver(s3DriverOptionsFromUrl(url)));
+
+for (const scheme of ['http', 'https']) {
+  registerDriver(scheme, (url, opts) => openHttpDriver(opts.token ? { url: url.href, token: opts.token } : { url: url.href }));
+}

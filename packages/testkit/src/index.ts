@@ -1,2 +1,4 @@
 // @kk/testkit: the shared driver conformance suite for vitest.
 export { runDriverConformance, type DriverUnderTest } from './conformance.js';
+export { startS3rver, s3rverUnavailable, type S3rverBackend, type S3rverDriverOptions, type S3rverOptions } from './backends/s3rver.js';
+export { startSshd, sshdUnavailable, type SshdBackend, type SshdOptions } from './backends/sshd.js';

@@ -1,0 +1,51 @@
+import { Flags } from '@oclif/core';
+import { type PullResult, pull } from '@kk/core';
+import { KkCommand, type Outcome } from '../base.js';
+import { appFlag, concurrencyFlag, dryRunFlag, pathFlag, projectFlag, stateDirFlag, storeFlags, versionFlag } from '../flags.js';
+import { renderApply } from '../render.js';
+
+export default class Pull extends KkCommand<typeof Pull> {
+  static override summary = 'Mirror a version onto a deploy directory.';
+  static override description = `Makes --path hold exactly the version's files, in place: only missing or changed files are written (chunks are copied from local files where possible, fetched otherwise, every one verified), files the version lacks are deleted, paths matching the config's ignore rules are never touched. Every changed file is staged first, so a failure leaves the directory as it was. Requires the config file. --version takes a version name, "latest", or a channel such as "promoted".`;
+  static override examples = [
+    '<%= config.bin %> pull --project myproject --app myapp --version 1.0.0 --path /opt/apps/myproject/myapp --config .kkartifact.yml',
+    '<%= config.bin %> pull -p myproject -a myapp --version promoted --path /opt/apps/myproject/myapp --dry-run',
+  ];
+  static override flags = {
+    project: projectFlag,
+    app: appFlag,
+    version: versionFlag('A version name, "latest", or a channel such as "promoted".'),
+    path: pathFlag('Deploy directory to mirror the version onto.'),
+    ...storeFlags,
+    concurrency: concurrencyFlag,
+    'state-dir': stateDirFlag,
+    'dry-run': dryRunFlag,
+    adopt: Flags.boolean({ summary: 'Take over a non-empty directory kk has never deployed to (files the version lacks are deleted).' }),
+    'max-delete': Flags.integer({ summary: 'Refuse when more than N files would be deleted.', min: 0, helpValue: 'N' }),
+    verify: Flags.boolean({ summary: 'Rehash every file in the directory instead of trusting what kk recorded.' }),
+  };
+
+  protected async exec(): Promise<Outcome<PullResult>> {
+    const f = this.flags;
+    const config = (await this.loadKkConfig({ required: true }))!;
+    const store = await this.openStore(config);
+    const result = await pull({
+      store,
+      hasher: this.hasher,
+      project: f.project,
+      app: f.app,
+      version: f.version,
+      target: f.path,
+      stateDir: this.stateDir(),
+      ignore: config.ignore,
+      adopt: f.adopt,
+      maxDelete: f['max-delete'],
+      dryRun: f['dry-run'],
+      verify: f.verify,
+      concurrency: this.concurrency(config),
+      onProgress: this.onProgress,
+      command: 'pull',
+    });
+    return { result, render: (r) => renderApply(r, 'deployed', !!f.verbose) };
+  }
+}
