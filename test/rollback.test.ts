@@ -27,11 +27,14 @@ it('rolls back v2 -> v1 exactly while the store is unreachable, and refuses when
   const v2 = await snapshot(src);
 
   const target = sb.path('deploy');
-  const first = await pull({ ...base, version: '1', target });
+  await mkdir(`${target}/logs`, { recursive: true });
+  await writeFile(`${target}/logs/app.log`, 'runtime\n');
+  const first = await pull({ ...base, version: '1', target, adopt: true, ignore: ['logs/'] });
   await expect(rollback({ hasher: sb.hasher, target, stateDir: sb.stateDir })).rejects.toMatchObject({ code: 'NOTHING_TO_ROLLBACK' });
   expect(first.version).toBe('1');
-  await pull({ ...base, version: '2', target });
-  expect(await snapshot(target)).toEqual(v2);
+  await pull({ ...base, version: '2', target, ignore: ['logs/'] });
+  const isLog = (p: string) => p.startsWith('logs');
+  expect(await snapshot(target, isLog)).toEqual(v2);
 
   // The store goes away: rename its directory, and make opening it fail loudly.
   await rename(sb.storeDir, `${sb.storeDir}.offline`);
@@ -44,7 +47,9 @@ it('rolls back v2 -> v1 exactly while the store is unreachable, and refuses when
   expect(r.version).toBe('1');
   expect(r.bytesFetched).toBe(0);
   expect(storeOpened).toBe(0);
-  expect(await snapshot(target)).toEqual(v1);
+  expect(await snapshot(target, isLog)).toEqual(v1);
+  // The ignore rules recorded with the last apply still protect runtime files.
+  expect((await snapshot(target)).get('logs/app.log')?.type).toBe('file');
   const status = await targetStatus(target, sb.stateDir);
   expect(status.current?.version).toBe('1');
   expect(status.history.map((h) => h.version)).toEqual(['1', '2', '1']);
@@ -52,6 +57,6 @@ it('rolls back v2 -> v1 exactly while the store is unreachable, and refuses when
   // And forward again (rollback --to 2) is just as local.
   const fwd = await rollback({ hasher: sb.hasher, target, stateDir: sb.stateDir, store: unreachable, to: '2' });
   expect(fwd.bytesFetched).toBe(0);
-  expect(await snapshot(target)).toEqual(v2);
+  expect(await snapshot(target, isLog)).toEqual(v2);
   await rename(`${sb.storeDir}.offline`, sb.storeDir);
 });

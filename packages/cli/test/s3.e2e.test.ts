@@ -4,7 +4,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createS3Driver } from '@kk/drivers';
+import { createS3Driver } from '@kk/drivers/s3';
 import { s3rverUnavailable, startS3rver } from '@kk/testkit';
 import type { S3rverBackend } from '@kk/testkit';
 import { KK_BIN, type Sandbox, cleanEnv, pseudoRandom, rsyncDifferences, sandbox, writeTree } from './helpers.js';

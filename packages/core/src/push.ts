@@ -3,7 +3,7 @@
 import { resolve, join } from 'node:path';
 import type { Digest } from './digest.js';
 import { KkError } from './errors.js';
-import type { ChunkSource, Hasher } from './hash/pool.js';
+import { BytesCounter, type ChunkSource, type Hasher } from './hash/pool.js';
 import { type ChunkRef, type FileEntry, MANIFEST_FORMAT, type Manifest, encodeManifest, fileChunks, sameContent } from './manifest.js';
 import { assertAppName, assertProjectName, assertVersionName } from './names.js';
 import { type ScanOptions, type ScannedFile, scanTree } from './scan.js';
@@ -93,8 +93,17 @@ export async function push(opts: PushOptions): Promise<PushResult> {
   const filesCached = hashed.size;
   let bytesHashed = 0;
   const hashProgress = phaseReporter(opts.onProgress, 'hash', toHash.length, toHash.reduce((s, f) => s + f.size, 0));
+  // Workers count bytes as they read, so progress moves inside a single large file too.
+  const counter = new BytesCounter();
+  let counted = 0;
+  const tick = () => {
+    const now = counter.value;
+    hashProgress.add(0, now - counted);
+    counted = now;
+  };
+  const ticker = setInterval(tick, 200);
   await forEachLimit(batchFiles(toHash), hasher.threads * 2, async (batch) => {
-    const results = await hasher.hashFiles(batch.map((f) => f.abs), chunking);
+    const results = await hasher.hashFiles(batch.map((f) => f.abs), chunking, counter);
     results.forEach((r, i) => {
       const f = batch[i]!;
       if (!('sha256' in r)) throw new KkError('SOURCE_INVALID', `cannot read ${f.abs}: ${r.reason}`);
@@ -102,8 +111,9 @@ export async function push(opts: PushOptions): Promise<PushResult> {
       hashed.set(f.path, { size: f.size, mtimeMs: f.mtimeMs, ctimeMs: f.ctimeMs, ino: f.ino, sha256: r.sha256 as Digest, chunks: r.chunks as ChunkRef[] });
       bytesHashed += r.size;
     });
-    hashProgress.add(batch.length, batch.reduce((s, f) => s + f.size, 0));
-  });
+    tick();
+    hashProgress.add(batch.length, 0);
+  }).finally(() => clearInterval(ticker));
   hashProgress.end();
 
   // ---- manifest ----

@@ -115,6 +115,11 @@ export class Store {
     return this.driver;
   }
 
+  /** Release the driver's sockets and handles. */
+  async close(): Promise<void> {
+    await this.driver.close();
+  }
+
   /** Make completed writes durable (drivers that buffer durability implement flush). */
   async flush(): Promise<void> {
     const w = this.driver as WriteDriver;

@@ -5,7 +5,6 @@ import { KkError } from '@kk/core';
 import type { Driver } from '@kk/core';
 import { createFileDriver } from './file.js';
 import { openHttpDriver } from './http.js';
-import { createS3Driver, s3DriverOptionsFromUrl } from './s3.js';
 
 export interface OpenDriverOptions {
   /** Directory a relative store path is resolved against. Default: `process.cwd()`. */
@@ -87,7 +86,11 @@ registerDriver('file', (url) => {
   return createFileDriver({ root });
 });
 
-registerDriver('s3', (url) => createS3Driver(s3DriverOptionsFromUrl(url)));
+// Loaded on first use: the AWS SDK costs ~250 ms to import, which every other command would pay.
+registerDriver('s3', async (url) => {
+  const { createS3Driver, s3DriverOptionsFromUrl } = await import('./s3.js');
+  return createS3Driver(s3DriverOptionsFromUrl(url));
+});
 
 for (const scheme of ['http', 'https']) {
   registerDriver(scheme, (url, opts) => openHttpDriver(opts.token ? { url: url.href, token: opts.token } : { url: url.href }));

@@ -63,8 +63,8 @@ export interface PullResult {
   /** Nothing differed: the directory already held the version. */
   upToDate: boolean;
   plan: PlanSummary;
-  /** Paths by change, for diff and dry-run. */
-  paths?: { added: string[]; changed: string[]; deleted: string[]; metaOnly: string[] };
+  /** Paths by change. */
+  paths: { added: string[]; changed: string[]; deleted: string[]; metaOnly: string[] };
   chunksFetched: number;
   /** Bytes received from the store (as stored, maybe compressed). */
   bytesFetched: number;
@@ -168,18 +168,19 @@ export async function pull(opts: PullOptions): Promise<PullResult> {
       chunksSeeded: 0,
       bytesSeeded: 0,
       bytesHashed: plan.bytesHashed,
+      paths: { added: [], changed: [], deleted: [], metaOnly: [] },
       recovered,
       durationMs: 0,
     };
     const previous = prior?.history[0];
     if (previous) result.previous = previous.version;
+    result.paths = {
+      added: plan.write.filter((w) => w.reason === 'add').map((w) => w.file.path),
+      changed: plan.write.filter((w) => w.reason !== 'add').map((w) => w.file.path),
+      deleted: plan.deleteFiles,
+      metaOnly: plan.meta.map((f) => f.path),
+    };
     if (dryRun) {
-      result.paths = {
-        added: plan.write.filter((w) => w.reason === 'add').map((w) => w.file.path),
-        changed: plan.write.filter((w) => w.reason !== 'add').map((w) => w.file.path),
-        deleted: plan.deleteFiles,
-        metaOnly: plan.meta.map((f) => f.path),
-      };
       result.durationMs = Math.round(performance.now() - t0);
       return result;
     }
@@ -196,6 +197,7 @@ export async function pull(opts: PullOptions): Promise<PullResult> {
 
     // ---- commit ----
     const applied: AppliedVersion = { project: opts.project, app: opts.app, version: manifest.version, manifest: digest, appliedAt: new Date().toISOString() };
+    if (opts.ignore?.length) applied.ignore = opts.ignore;
     await state.saveManifest(manifest);
     const journal: Journal = {
       format: 'kk-journal/1',
@@ -493,7 +495,16 @@ export async function rollback(opts: RollbackOptions): Promise<PullResult> {
   }
   let manifest = await state.loadManifest(entry.manifest);
   if (!manifest) manifest = await (await openStore(opts.store)).getManifest(entry.manifest);
-  return pull({ ...opts, project: entry.project, app: entry.app, manifest: { manifest, digest: entry.manifest }, command: opts.command ?? 'rollback' });
+  // The ignore rules the directory was last applied with keep protecting the same paths.
+  const ignore = opts.ignore ?? current.ignore;
+  return pull({
+    ...opts,
+    ...(ignore ? { ignore } : {}),
+    project: entry.project,
+    app: entry.app,
+    manifest: { manifest, digest: entry.manifest },
+    command: opts.command ?? 'rollback',
+  });
 }
 
 /** What kk knows about a deploy directory: its history and the apply lock holder. */

@@ -15,6 +15,8 @@ export interface AppliedVersion {
   version: string;
   manifest: Digest;
   appliedAt: string;
+  /** The ignore rules of that apply: rollback protects the same paths by default. */
+  ignore?: string[];
 }
 
 export interface TargetStateFile {

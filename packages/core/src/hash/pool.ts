@@ -10,8 +10,11 @@ export type { FileHashResult, StageFileRequest, StageFileResult } from './worker
 
 /** Everything CPU-heavy in kk: hashing, chunking, (de)compression, verified chunk I/O. */
 export interface Hasher {
-  /** Hash and chunk files; a failure is returned per file (e.g. it vanished). */
-  hashFiles(paths: string[], chunking: ChunkingParams): Promise<(FileHashResult | Failure)[]>;
+  /**
+   * Hash and chunk files; a failure is returned per file (e.g. it vanished). With `progress`
+   * (a BytesCounter), bytes read are counted as they are read, even inside one large file.
+   */
+  hashFiles(paths: string[], chunking: ChunkingParams, progress?: BytesCounter): Promise<(FileHashResult | Failure)[]>;
   /** Read a chunk back from a source file and encode it; fails if the file changed. */
   encodeChunk(path: string, offset: number, size: number, digest: Digest, policy: CompressionPolicy): Promise<Buffer>;
   /** Encode many chunks in one task; a failure is returned per chunk. */
@@ -28,6 +31,15 @@ export interface Hasher {
   finishFiles(files: { dst: string; mode: number; mtime: number }[]): Promise<void>;
   readonly threads: number;
   close(): Promise<void>;
+}
+
+/** A byte counter workers add to while they work; the main thread reads it for progress. */
+export class BytesCounter {
+  readonly buffer = new SharedArrayBuffer(8);
+  private readonly view = new BigInt64Array(this.buffer);
+  get value(): number {
+    return Number(Atomics.load(this.view, 0));
+  }
 }
 
 export interface ChunkSource {
@@ -54,7 +66,7 @@ export function createHasher(opts: HasherOptions = {}): Hasher {
   });
   return {
     threads,
-    hashFiles: (paths, chunking) => pool.run({ paths, chunking }, { name: 'hashFiles' }),
+    hashFiles: (paths, chunking, progress) => pool.run({ paths, chunking, progress: progress?.buffer }, { name: 'hashFiles' }),
     async encodeChunk(path, offset, size, digest, policy) {
       const r = await pool.run({ path, offset, size, digest, policy }, { name: 'encodeChunk' });
       if (!r.ok) throw new Error(r.reason);

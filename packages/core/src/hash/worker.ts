@@ -39,7 +39,7 @@ function readFully(fd: number, buf: Uint8Array, position: number): number {
   return got;
 }
 
-function hashOne(path: string, cdc: Cdc): FileHashResult {
+function hashOne(path: string, cdc: Cdc, progress?: BigInt64Array): FileHashResult {
   const { max } = cdc.p;
   const bufSize = Math.max(8 * 1024 * 1024, 2 * max);
   if (!readBuf || readBuf.length < bufSize) readBuf = Buffer.allocUnsafe(bufSize);
@@ -65,6 +65,7 @@ function hashOne(path: string, cdc: Cdc): FileHashResult {
           }
           filled += n;
           offset += n;
+          if (progress) Atomics.add(progress, 0, BigInt(n));
         }
       }
       const avail = filled - pos;
@@ -81,12 +82,13 @@ function hashOne(path: string, cdc: Cdc): FileHashResult {
   }
 }
 
-/** Hash and chunk whole files. */
-export function hashFiles(req: { paths: string[]; chunking: CdcParams }): (FileHashResult | Failure)[] {
+/** Hash and chunk whole files; bytes read are added to `progress[0]` as they are read. */
+export function hashFiles(req: { paths: string[]; chunking: CdcParams; progress?: SharedArrayBuffer }): (FileHashResult | Failure)[] {
   const cdc = cdcFor(req.chunking);
+  const progress = req.progress ? new BigInt64Array(req.progress) : undefined;
   return req.paths.map((p) => {
     try {
-      return hashOne(p, cdc);
+      return hashOne(p, cdc, progress);
     } catch (err) {
       return { ok: false, reason: `${(err as Error).message}` };
     }
