@@ -6,7 +6,7 @@ import { renderApply } from '../render.js';
 
 export default class Rollback extends KkCommand<typeof Rollback> {
   static override summary = 'Put back the version a deploy directory held before.';
-  static override description = `Applies the previously deployed version again (or --to V, any version deployed there before), from kk's local state: the manifest copy, files kept from earlier versions and seeding, so the common case needs no store at all; the store is opened only for chunks that are not on this machine. Exits 1 when there is nothing to roll back to. Requires the config file (its ignore rules protect the same paths as pull).`;
+  static override description = `Applies the previously deployed version again (or --to V, any version deployed there before), from kk's local state: the manifest copy, files kept from earlier versions and seeding, so the common case needs no store at all; the store is opened only for chunks that are not on this machine. Exits 1 when there is nothing to roll back to. The config file is optional here: without it, the ignore rules recorded by the last pull protect the same paths.`;
   static override examples = [
     '<%= config.bin %> rollback --path /opt/apps/myproject/myapp',
     '<%= config.bin %> rollback --path /opt/apps/myproject/myapp --to 1.0.0 --dry-run',
@@ -23,7 +23,7 @@ export default class Rollback extends KkCommand<typeof Rollback> {
 
   protected async exec(): Promise<Outcome<PullResult>> {
     const f = this.flags;
-    const config = (await this.loadKkConfig({ required: true }))!;
+    const config = await this.loadKkConfig({ required: false });
     const result = await rollback({
       // Opened only if a chunk is not available locally.
       store: () => this.openStore(config),
@@ -31,7 +31,7 @@ export default class Rollback extends KkCommand<typeof Rollback> {
       target: f.path,
       to: f.to,
       stateDir: this.stateDir(),
-      ignore: config.ignore,
+      ignore: config?.ignore,
       maxDelete: f['max-delete'],
       dryRun: f['dry-run'],
       concurrency: this.concurrency(config),
