@@ -17,6 +17,23 @@ export interface CompressionPolicy {
 export const DEFAULT_COMPRESSION: CompressionPolicy = { algorithm: 'brotli', level: 3, minSaving: 0.1 };
 
 const PROBE_BYTES = 32 * 1024;
+/** Bits per byte above which data is taken as already compressed or random. */
+const INCOMPRESSIBLE_ENTROPY = 7.9;
+
+/** Order-0 entropy of a sample, bits per byte: a few microseconds, no allocation to speak of. */
+function entropy(sample: Uint8Array): number {
+  const counts = new Uint32Array(256);
+  for (let i = 0; i < sample.length; i++) counts[sample[i]!]!++;
+  let h = 0;
+  for (let i = 0; i < 256; i++) {
+    const c = counts[i]!;
+    if (c) {
+      const p = c / sample.length;
+      h -= p * Math.log2(p);
+    }
+  }
+  return h;
+}
 
 function brotli(data: Uint8Array, level: number): Buffer {
   return brotliCompressSync(data, {
@@ -42,8 +59,9 @@ export function encodeChunkObject(raw: Uint8Array, policy: CompressionPolicy): B
     // A cheap probe first: incompressible data pays for one small quality-1 pass, nothing more.
     const probeLen = Math.min(PROBE_BYTES, raw.length);
     const off = Math.floor((raw.length - probeLen) / 2);
-    const probe = brotli(raw.subarray(off, off + probeLen), 1);
-    if (probe.length <= probeLen * limit) {
+    const sample = raw.subarray(off, off + probeLen);
+    // Random and already-compressed data stops at the histogram; the rest gets a real probe.
+    if (entropy(sample) < INCOMPRESSIBLE_ENTROPY && brotli(sample, 1).length <= probeLen * limit) {
       const packed = brotli(raw, policy.level);
       if (packed.length <= raw.length * limit) return withHeader(ENCODING_BROTLI, packed);
     }
