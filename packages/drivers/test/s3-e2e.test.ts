@@ -8,7 +8,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Driver, type Hasher, Store, copyVersions, createHasher, fileChunks, pull, push } from '@kk/core';
 import { s3rverUnavailable, startS3rver } from '@kk/testkit';
 import type { S3rverBackend } from '@kk/testkit';
-import { createFileDriver, createS3Driver } from '../src/index.js';
+import { createFileDriver } from '../src/index.js';
+import { createS3Driver } from '../src/s3.js';
 
 const unavailable = s3rverUnavailable();
 if (unavailable && process.env.CI) throw new Error(`CI must run the s3 end-to-end tests: ${unavailable}`);

@@ -4,8 +4,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isKkError } from '@kk/core';
 import { runDriverConformance, s3rverUnavailable, startS3rver } from '@kk/testkit';
 import type { S3rverBackend } from '@kk/testkit';
-import { createS3Driver, openDriver, s3DriverOptionsFromUrl } from '../src/index.js';
-import type { S3DriverOptions } from '../src/index.js';
+import { openDriver } from '../src/index.js';
+import { createS3Driver, s3DriverOptionsFromUrl, type S3DriverOptions } from '../src/s3.js';
 
 const unavailable = s3rverUnavailable();
 if (unavailable && process.env.CI) throw new Error(`CI must run the s3 driver tests: ${unavailable}`);
