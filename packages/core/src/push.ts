@@ -63,6 +63,8 @@ export interface PushResult {
 }
 
 const SMALL_FILE = 1024 * 1024;
+/** From this size a file is chunked by all workers at once (segments stitched together). */
+const LARGE_FILE = 128 * 1024 * 1024;
 const BATCH_BYTES = 8 * 1024 * 1024;
 const BATCH_FILES = 256;
 
@@ -103,7 +105,8 @@ export async function push(opts: PushOptions): Promise<PushResult> {
   };
   const ticker = setInterval(tick, 200);
   await forEachLimit(batchFiles(toHash), hasher.threads * 2, async (batch) => {
-    const results = await hasher.hashFiles(batch.map((f) => f.abs), chunking, counter);
+    const large = batch.length === 1 && batch[0]!.size >= LARGE_FILE && hasher.threads > 1;
+    const results = large ? [await hasher.hashLargeFile(batch[0]!.abs, chunking, counter)] : await hasher.hashFiles(batch.map((f) => f.abs), chunking, counter);
     results.forEach((r, i) => {
       const f = batch[i]!;
       if (!('sha256' in r)) throw new KkError('SOURCE_INVALID', `cannot read ${f.abs}: ${r.reason}`);

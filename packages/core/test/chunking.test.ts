@@ -71,3 +71,24 @@ describe('content-defined chunking', () => {
     expect(chunkingFor(4 * 1024 * 1024)).toMatchObject({ min: 1024 * 1024, avg: 4 * 1024 * 1024, max: 16 * 1024 * 1024 });
   });
 });
+
+describe('parallel chunking of one large file', () => {
+  it('gives exactly the sequential boundaries, with and without segments meeting in the overrun', async () => {
+    writeRandomFile(join(dir, 'large.bin'), 40 * 1024 * 1024 + 12345, 'parallel');
+    const [seq] = await hasher.hashFiles([join(dir, 'large.bin')], chunkingFor());
+    const variants = [
+      createHasher({ threads: 2, segmentBytes: 4 * 1024 * 1024 }),
+      createHasher({ threads: 2, segmentBytes: 3 * 1024 * 1024 + 7 }),
+      // No overrun: segments never meet, every boundary is continued by the fallback.
+      createHasher({ threads: 2, segmentBytes: 5 * 1024 * 1024, overrunBytes: 0 }),
+    ];
+    try {
+      for (const h of variants) {
+        const par = await h.hashLargeFile(join(dir, 'large.bin'), chunkingFor());
+        expect(par).toEqual(seq);
+      }
+    } finally {
+      await Promise.all(variants.map((h) => h.close()));
+    }
+  });
+});

@@ -1,10 +1,11 @@
 // The only file that knows about piscina: a worker pool behind the Hasher interface.
+import { stat } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { Piscina } from 'piscina';
 import type { Digest } from '../digest.js';
 import type { ChunkingParams } from '../chunking.js';
 import type { CompressionPolicy } from './codec.js';
-import type { FileHashResult, Failure, StageFileRequest, StageFileResult } from './worker.js';
+import type { FileHashResult, Failure, SegmentChunk, StageFileRequest, StageFileResult } from './worker.js';
 
 export type { FileHashResult, StageFileRequest, StageFileResult } from './worker.js';
 
@@ -15,6 +16,11 @@ export interface Hasher {
    * (a BytesCounter), bytes read are counted as they are read, even inside one large file.
    */
   hashFiles(paths: string[], chunking: ChunkingParams, progress?: BytesCounter): Promise<(FileHashResult | Failure)[]>;
+  /**
+   * Hash and chunk one large file with every worker at once: segments are chunked in parallel
+   * and stitched where their boundaries meet, giving exactly the sequential result.
+   */
+  hashLargeFile(path: string, chunking: ChunkingParams, progress?: BytesCounter): Promise<FileHashResult>;
   /** Read a chunk back from a source file and encode it; fails if the file changed. */
   encodeChunk(path: string, offset: number, size: number, digest: Digest, policy: CompressionPolicy): Promise<Buffer>;
   /** Encode many chunks in one task; a failure is returned per chunk. */
@@ -52,6 +58,10 @@ export interface ChunkSource {
 export interface HasherOptions {
   /** Worker threads; default: the machine's available parallelism. */
   threads?: number;
+  /** Segment size for parallel chunking of one file. Default 64 MiB. */
+  segmentBytes?: number;
+  /** How far past its segment a worker keeps chunking, to meet the next. Default 2 max chunks. */
+  overrunBytes?: number;
 }
 
 export function createHasher(opts: HasherOptions = {}): Hasher {
@@ -64,8 +74,44 @@ export function createHasher(opts: HasherOptions = {}): Hasher {
     // Chunk tasks are small; keep enough queued to keep every thread busy.
     concurrentTasksPerWorker: 1,
   });
+  const run = <T>(name: string, arg: unknown): Promise<T> => pool.run(arg, { name });
+
+  async function hashLargeFile(path: string, chunking: ChunkingParams, progress?: BytesCounter): Promise<FileHashResult> {
+    const whole = run<{ size: number; sha256: Digest }>('sha256File', { path });
+    const seg = opts.segmentBytes ?? 64 * 1024 * 1024;
+    const overrun = opts.overrunBytes ?? 2 * chunking.max;
+    const { size } = await stat(path);
+    const segment = (start: number, end: number, counter?: BytesCounter) =>
+      run<SegmentChunk[]>('chunkSegment', { path, start, end, overrun, chunking, progress: counter?.buffer });
+    const starts: number[] = [];
+    for (let s = 0; s < size; s += seg) starts.push(s);
+    const lists = await Promise.all(starts.map((s) => segment(s, Math.min(size, s + seg), progress)));
+    const out: SegmentChunk[] = [];
+    let cur = lists[0] ?? [];
+    for (let k = 1; k < starts.length; k++) {
+      const boundary = starts[k]!;
+      const next = new Map(lists[k]!.map((c, i) => [c[0], i]));
+      let i = 0;
+      while (i < cur.length && cur[i]![0] < boundary) out.push(cur[i++]!);
+      while (i < cur.length && !next.has(cur[i]![0])) out.push(cur[i++]!);
+      if (i < cur.length) {
+        cur = lists[k]!.slice(next.get(cur[i]![0]));
+      } else {
+        // No meeting point within the overrun: continue the true sequence by itself.
+        const last = out.at(-1);
+        const pos = last ? last[0] + last[1] : 0;
+        // (Its bytes were counted for progress already, by the segment that first read them.)
+        cur = pos >= size ? [] : await segment(pos, Math.min(size, boundary + seg));
+      }
+    }
+    out.push(...cur);
+    const w = await whole;
+    return { path, size: w.size, sha256: w.sha256, chunks: out.map((c) => [c[2], c[1]]) };
+  }
+
   return {
     threads,
+    hashLargeFile,
     hashFiles: (paths, chunking, progress) => pool.run({ paths, chunking, progress: progress?.buffer }, { name: 'hashFiles' }),
     async encodeChunk(path, offset, size, digest, policy) {
       const r = await pool.run({ path, offset, size, digest, policy }, { name: 'encodeChunk' });

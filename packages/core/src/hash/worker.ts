@@ -285,3 +285,82 @@ export function finishFiles(req: { files: { dst: string; mode: number; mtime: nu
   }
   return true;
 }
+
+/** A chunk found in a segment: absolute offset, size, digest. */
+export type SegmentChunk = [number, number, WorkerDigest];
+
+/**
+ * Chunk part of a file as if a chunk started at `start`: every chunk starting before `end`,
+ * then those starting before `end + overrun` (so the caller can find where the true sequence
+ * and the next segment's meet). Bytes of [start, end) are added to `progress[0]`.
+ */
+export function chunkSegment(req: {
+  path: string;
+  start: number;
+  end: number;
+  overrun: number;
+  chunking: CdcParams;
+  progress?: SharedArrayBuffer;
+}): SegmentChunk[] {
+  const cdc = cdcFor(req.chunking);
+  const progress = req.progress ? new BigInt64Array(req.progress) : undefined;
+  const { max } = cdc.p;
+  const bufSize = Math.max(8 * 1024 * 1024, 2 * max);
+  if (!readBuf || readBuf.length < bufSize) readBuf = Buffer.allocUnsafe(bufSize);
+  const buf = readBuf;
+  const out: SegmentChunk[] = [];
+  const limit = req.end + req.overrun;
+  const fd = openSync(req.path, 'r');
+  try {
+    let filled = 0;
+    let pos = 0;
+    let bufStart = req.start; // file offset of buf[0]
+    let readAt = req.start;
+    let eof = false;
+    while (bufStart + pos < limit) {
+      if (!eof && filled - pos < max) {
+        buf.copyWithin(0, pos, filled);
+        filled -= pos;
+        bufStart += pos;
+        pos = 0;
+        while (filled < buf.length) {
+          const n = readSync(fd, buf, filled, buf.length - filled, readAt);
+          if (n === 0) {
+            eof = true;
+            break;
+          }
+          if (progress && readAt < req.end) Atomics.add(progress, 0, BigInt(Math.min(n, req.end - readAt)));
+          filled += n;
+          readAt += n;
+        }
+      }
+      const avail = filled - pos;
+      if (avail === 0) break;
+      const n = cdc.cut(buf, pos, avail);
+      out.push([bufStart + pos, n, digestOf(buf.subarray(pos, pos + n))]);
+      pos += n;
+    }
+    return out;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** SHA-256 of a whole file, streamed. */
+export function sha256File(req: { path: string }): { size: number; sha256: WorkerDigest } {
+  if (!readBuf) readBuf = Buffer.allocUnsafe(8 * 1024 * 1024);
+  const h = createHash('sha256');
+  const fd = openSync(req.path, 'r');
+  let size = 0;
+  try {
+    for (;;) {
+      const n = readSync(fd, readBuf, 0, readBuf.length, size);
+      if (n === 0) break;
+      h.update(readBuf.subarray(0, n));
+      size += n;
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return { size, sha256: `sha256:${h.digest('hex')}` };
+}
