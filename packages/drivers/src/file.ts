@@ -7,6 +7,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { KkError, makeDurable } from '@kk/core';
 import type { ByteRange, DriverCapabilities, ObjectInfo, PruneDriver } from '@kk/core';
+import { TEMP_PREFIX, checkKey, checkPrefix } from './keys.js';
 
 export interface FileDriverOptions {
   /** Absolute path of the store directory. Created on first write if missing. Required. */
@@ -19,7 +20,6 @@ export interface FileDriverOptions {
   fsync?: boolean;
 }
 
-const TEMP_PREFIX = '.tmp-';
 const STAT_CONCURRENCY = 64;
 
 export function createFileDriver(opts: FileDriverOptions) {
@@ -231,29 +231,6 @@ export function createFileDriver(opts: FileDriverOptions) {
 
     async close() {},
   } satisfies PruneDriver;
-}
-
-/** Returns `key` if it is a safe relative `/`-separated path; throws a TypeError otherwise. */
-function checkKey(key: string): string {
-  if (typeof key !== 'string' || key === '') throw new TypeError('store key must be a non-empty string');
-  for (const segment of key.split('/')) checkSegment(key, segment);
-  return key;
-}
-
-/** A prefix is a key with an optional trailing `/`, a partial last segment, or empty. */
-function checkPrefix(prefix: string): string {
-  if (typeof prefix !== 'string') throw new TypeError('store prefix must be a string');
-  const segments = prefix.split('/');
-  const last = segments.pop()!;
-  for (const segment of segments) checkSegment(prefix, segment);
-  if (/[\\\0]/.test(last)) throw new TypeError(`unsafe store prefix "${prefix}"`);
-  return prefix;
-}
-
-function checkSegment(key: string, segment: string): void {
-  if (segment === '' || segment === '.' || segment === '..' || /[\\\0]/.test(segment) || segment.startsWith(TEMP_PREFIX)) {
-    throw new TypeError(`unsafe store key "${key}": segments must be non-empty, not "." or "..", without "\\" or NUL, and not start with "${TEMP_PREFIX}"`);
-  }
 }
 
 async function exists(file: string): Promise<boolean> {

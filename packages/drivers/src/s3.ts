@@ -16,6 +16,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { KkError, type KkErrorCode, forEachLimit } from '@kk/core';
 import type { ByteRange, DriverCapabilities, ObjectInfo, PruneDriver } from '@kk/core';
+import { checkKey, checkPrefix } from './keys.js';
 
 export interface S3DriverOptions {
   /** Bucket name. Required. */
@@ -75,7 +76,6 @@ const DELETE_CONCURRENCY = 4;
 const BODY_RETRIES = 8;
 /** Retries of a conditional PUT that S3 answered with 409 (a concurrent conditional write). */
 const CONFLICT_RETRIES = 5;
-const TEMP_PREFIX = '.tmp-';
 
 export function createS3Driver(opts: S3DriverOptions) {
   if (!opts.bucket) throw new TypeError('s3 driver needs a bucket');
@@ -452,29 +452,6 @@ export function s3DriverOptionsFromUrl(url: URL): S3DriverOptions {
     }
   }
   return opts;
-}
-
-/** Returns `key` if it is a safe relative `/`-separated path; throws a TypeError otherwise. */
-function checkKey(key: string): string {
-  if (typeof key !== 'string' || key === '') throw new TypeError('store key must be a non-empty string');
-  for (const segment of key.split('/')) checkSegment(key, segment);
-  return key;
-}
-
-/** A prefix is a key with an optional trailing `/`, a partial last segment, or empty. */
-function checkPrefix(prefix: string): string {
-  if (typeof prefix !== 'string') throw new TypeError('store prefix must be a string');
-  const segments = prefix.split('/');
-  const last = segments.pop()!;
-  for (const segment of segments) checkSegment(prefix, segment);
-  if (/[\\\0]/.test(last)) throw new TypeError(`unsafe store prefix "${prefix}"`);
-  return prefix;
-}
-
-function checkSegment(key: string, segment: string): void {
-  if (segment === '' || segment === '.' || segment === '..' || /[\\\0]/.test(segment) || segment.startsWith(TEMP_PREFIX)) {
-    throw new TypeError(`unsafe store key "${key}": segments must be non-empty, not "." or "..", without "\\" or NUL, and not start with "${TEMP_PREFIX}"`);
-  }
 }
 
 function statusOf(err: unknown): number | undefined {
