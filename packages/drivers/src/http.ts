@@ -4,6 +4,7 @@
 // batched existence checks, jittered retries on 5xx and network errors (core's withRetry), and
 // HTTP statuses translated to KkError codes here, once.
 import { hostname, userInfo } from 'node:os';
+import { StringDecoder } from 'node:string_decoder';
 import { Pool } from 'undici';
 import { ERROR_CODES, KkError, type KkErrorCode, withRetry } from '@kk/core';
 import type { ByteRange, DriverCapabilities, ObjectInfo, PruneDriver, WriteDriver } from '@kk/core';
@@ -40,6 +41,7 @@ export function createHttpDriver(opts: HttpDriverOptions): WriteDriver | PruneDr
   if (token) headers.authorization = `Bearer ${token}`;
   const capabilities: DriverCapabilities = {
     rangeReads: true,
+    // The server's create-if-absent is its store's, and every kk store driver creates atomically.
     atomicCreate: true,
     listing: true,
     deletion: opts.deletion ?? true,
@@ -121,9 +123,10 @@ export function createHttpDriver(opts: HttpDriverOptions): WriteDriver | PruneDr
       const res = await send('GET', `${API}/list?prefix=${encodeURIComponent(prefix)}`);
       if (res.statusCode !== 200) throw statusError(res.statusCode, Buffer.from(await res.body.arrayBuffer()), `list ${prefix}`);
       let rest = '';
+      const utf8 = new StringDecoder('utf8');
       try {
         for await (const part of res.body as AsyncIterable<Buffer>) {
-          rest += part.toString('utf8');
+          rest += utf8.write(part);
           const lines = rest.split('\n');
           rest = lines.pop()!;
           for (const line of lines) if (line) yield JSON.parse(line) as ObjectInfo;

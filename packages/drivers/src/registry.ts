@@ -4,7 +4,6 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { KkError } from '@kk/core';
 import type { Driver } from '@kk/core';
 import { createFileDriver } from './file.js';
-import { openHttpDriver } from './http.js';
 
 export interface OpenDriverOptions {
   /** Directory a relative store path is resolved against. Default: `process.cwd()`. */
@@ -92,6 +91,10 @@ registerDriver('s3', async (url) => {
   return createS3Driver(s3DriverOptionsFromUrl(url));
 });
 
+// The kk server; undici is loaded on first use, like the AWS SDK above.
 for (const scheme of ['http', 'https']) {
-  registerDriver(scheme, (url, opts) => openHttpDriver(opts.token ? { url: url.href, token: opts.token } : { url: url.href }));
+  registerDriver(scheme, async (url, opts) => {
+    const { openHttpDriver } = await import('./http.js');
+    return openHttpDriver(opts.token ? { url: url.href, token: opts.token } : { url: url.href });
+  });
 }

@@ -1,2 +1,20 @@
-// The kk server arrives with issue 5.
-export const SERVER_PENDING = 'the kk server is built in issue 5';
+// @kk/server: the kk HTTP server over any store (DESIGN 9).
+export { createKkServer, startServer, KkServer, type KkServerOptions, type StartServerOptions, type RunningServer, type Call } from './server.js';
+export {
+  type ServerConfig,
+  type WebhookConfig,
+  type ServerConfigFile,
+  DEFAULT_CONFIG,
+  DEFAULT_RETENTION_SCHEDULE,
+  EVENT_TYPES,
+  resolveConfig,
+  loadServerConfig,
+  parseServerConfig,
+  parseDuration,
+} from './config.js';
+export { signBody, SIGNATURE_HEADER, type Webhook, type KkEvent, type Delivery, type DeliveryAttempt } from './webhooks.js';
+export { PERMISSIONS, parseScope, formatScope, parsePermissions, type Permission, type Scope, type TokenRecord, type Principal } from './tokens.js';
+export { RetentionScheduler, type RetentionRun } from './retention.js';
+export { type AuditEntry } from './audit.js';
+export { createLogger, type LogSink, type LogLevel } from './log.js';
+export { KkServerClient, type CreateTokenRequest, type PublicToken } from './client.js';

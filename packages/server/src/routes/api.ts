@@ -1,0 +1,217 @@
+// The seed's query and publish API (seed 001 6.1) at its exact paths, mirrored under /api/v1/:
+// projects, apps and versions sorted by creation time with pagination, manifests, promote;
+// plus rollback, version delete, channels and the batch version query of seed 10.3.
+import { KkError, assertAppName, assertChannelName, assertProjectName, assertVersionName, renderMetaYaml, renderSha256sum } from '@kk/core';
+import { badRequest, pageOf, paginate, readJson, sendBytes, sendJson } from '../http.js';
+import type { Call, KkServer } from '../server.js';
+import { formatScope, may } from '../tokens.js';
+import { deleteVersion } from './objects.js';
+
+const READ = ['pull', 'push', 'promote'] as const;
+
+export function registerApiRoutes(srv: KkServer): void {
+  const r = srv.router;
+  for (const base of ['', '/api/v1']) {
+    r.add('GET', `${base}/projects`, { handler: (c) => listProjects(srv, c) });
+    r.add('GET', `${base}/projects/{project}/apps`, { handler: (c) => listApps(srv, c) });
+    r.add('GET', `${base}/projects/{project}/apps/{app}/versions`, { handler: (c) => listVersions(srv, c) });
+    r.add('GET', `${base}/manifest/{project}/{app}/{version}`, { handler: (c) => getManifest(srv, c) });
+    r.add('POST', `${base}/promote`, { handler: (c) => promote(srv, c) });
+  }
+  const api = '/api/v1';
+  r.add('GET', `${api}/projects/{project}/apps/{app}/versions/{version}`, { handler: (c) => getVersion(srv, c) });
+  r.add('DELETE', `${api}/projects/{project}/apps/{app}/versions/{version}`, { handler: (c) => removeVersion(srv, c) });
+  r.add('GET', `${api}/projects/{project}/apps/{app}/channels`, { handler: (c) => listChannels(srv, c) });
+  r.add('POST', `${api}/rollback`, { handler: (c) => rollback(srv, c) });
+  r.add('POST', `${api}/versions/query`, { handler: (c) => queryVersions(srv, c) });
+  r.add('GET', `${api}/whoami`, { handler: (c) => whoami(c) });
+  r.add('GET', '/healthz', { public: true, handler: (c) => healthz(srv, c) });
+  r.add('GET', '/metrics', { public: true, handler: (c) => metrics(srv, c) });
+}
+
+async function listProjects(srv: KkServer, c: Call): Promise<void> {
+  if (!READ.some((p) => c.principal.permissions.has(p) || c.principal.permissions.has('admin'))) {
+    throw new KkError('FORBIDDEN', `token ${c.principal.tokenId} cannot list projects`);
+  }
+  const page = pageOf(c.query);
+  const scope = c.principal.scope;
+  const all = (await srv.listing.projects()).filter((p) => scope.kind === 'global' || scope.project === p.name);
+  await sendJson(c.req, c.res, 200, paginate(all, page, (p) => p.created, (p) => p.name));
+}
+
+async function listApps(srv: KkServer, c: Call): Promise<void> {
+  const { project } = c.params as { project: string };
+  const page = pageOf(c.query);
+  const scope = c.principal.scope;
+  if (!(scope.kind === 'global' || scope.project === project)) srv.requireAny(c, [...READ], project);
+  const all = (await srv.listing.apps(project)).filter((a) => READ.some((p) => may(c.principal, p, project, a.name)));
+  if (all.length === 0 && !(await srv.listing.projects()).some((p) => p.name === project)) {
+    throw new KkError('NOT_FOUND', `project ${project} does not exist`);
+  }
+  await sendJson(c.req, c.res, 200, paginate(all, page, (a) => a.created, (a) => a.name));
+}
+
+async function listVersions(srv: KkServer, c: Call): Promise<void> {
+  const { project, app } = c.params as { project: string; app: string };
+  srv.requireAny(c, [...READ], project, app);
+  const page = pageOf(c.query);
+  const all = await srv.listing.versions(project, app);
+  if (all.length === 0 && !(await srv.listing.apps(project)).some((a) => a.name === app)) {
+    throw new KkError('NOT_FOUND', `app ${project}/${app} does not exist`);
+  }
+  await sendJson(c.req, c.res, 200, paginate(all, page, (v) => v.created, (v) => v.version));
+}
+
+async function getVersion(srv: KkServer, c: Call): Promise<void> {
+  const { project, app, version } = c.params as { project: string; app: string; version: string };
+  srv.requireAny(c, [...READ], project, app);
+  const v = await srv.store.resolveVersion(project, app, version);
+  const channels = (await srv.listing.channels(project, app)).filter((ch) => ch.version === v.version).map((ch) => ch.name);
+  await sendJson(c.req, c.res, 200, { ...v, channels });
+}
+
+async function removeVersion(srv: KkServer, c: Call): Promise<void> {
+  const { project, app, version } = c.params as { project: string; app: string; version: string };
+  const deleted = await deleteVersion(srv, c, project, app, version);
+  if (!deleted) throw new KkError('NOT_FOUND', `${project}/${app} has no version ${version}`);
+  c.res.writeHead(204);
+  c.res.end();
+}
+
+async function listChannels(srv: KkServer, c: Call): Promise<void> {
+  const { project, app } = c.params as { project: string; app: string };
+  srv.requireAny(c, [...READ], project, app);
+  await sendJson(c.req, c.res, 200, { items: await srv.listing.channels(project, app) });
+}
+
+/** `GET /manifest/{project}/{app}/{hash}`: the version's manifest (a name, `latest` or a channel). */
+async function getManifest(srv: KkServer, c: Call): Promise<void> {
+  const { project, app, version } = c.params as { project: string; app: string; version: string };
+  srv.require(c, 'pull', project, app);
+  const v = await srv.store.resolveVersion(project, app, version);
+  const { manifest, bytes } = await srv.manifest(v.manifest);
+  const headers = { 'x-kk-manifest-digest': v.manifest, 'x-kk-version': v.version, etag: `"${v.manifest.slice(7)}"` };
+  const format = c.query.get('format') ?? 'json';
+  if (c.req.method !== 'HEAD') {
+    await srv.activity(c, 'pull', { project, app, version: v.version, manifest: v.manifest });
+  }
+  if (format === 'json') return sendBytes(c.req, c.res, 200, bytes, { 'content-type': 'application/json; charset=utf-8', ...headers }, true);
+  if (format === 'meta.yaml') return sendBytes(c.req, c.res, 200, Buffer.from(renderMetaYaml(manifest)), { 'content-type': 'application/yaml; charset=utf-8', ...headers }, true);
+  if (format === 'sha256sum') return sendBytes(c.req, c.res, 200, Buffer.from(renderSha256sum(manifest)), { 'content-type': 'text/plain; charset=utf-8', ...headers }, true);
+  throw badRequest('format must be json, meta.yaml or sha256sum');
+}
+
+function bodyNames(body: Record<string, unknown>): { project: string; app: string } {
+  const { project, app } = body;
+  if (typeof project !== 'string' || typeof app !== 'string') throw badRequest('project and app are required');
+  assertProjectName(project);
+  assertAppName(app);
+  return { project, app };
+}
+
+/** `POST /promote` {project, app, version, channel?}: point a channel (default `promoted`) at a version. */
+async function promote(srv: KkServer, c: Call): Promise<void> {
+  const body = await readJson(c.req, 64 * 1024);
+  const { project, app } = bodyNames(body);
+  const version = body.version ?? body.hash;
+  const channel = body.channel ?? 'promoted';
+  if (typeof version !== 'string') throw badRequest('version is required');
+  if (typeof channel !== 'string') throw badRequest('channel must be a string');
+  assertVersionName(version);
+  assertChannelName(channel);
+  srv.require(c, 'promote', project, app);
+  const prev = await srv.store.getChannel(project, app, channel);
+  const next = await srv.store.setChannel(project, app, channel, version, actorOf(c));
+  srv.caches.invalidateApp(project, app);
+  await srv.activity(c, 'promote', { project, app, version, manifest: next.manifest, channel, previous: prev?.version });
+  await srv.durable();
+  await sendJson(c.req, c.res, 200, { project, app, channel, ...next });
+}
+
+/**
+ * `POST /api/v1/rollback` {project, app, channel?, to?}: move the channel back to `to`, or to
+ * the newest earlier position whose version still exists. 409 when there is none.
+ */
+async function rollback(srv: KkServer, c: Call): Promise<void> {
+  const body = await readJson(c.req, 64 * 1024);
+  const { project, app } = bodyNames(body);
+  const channel = typeof body.channel === 'string' ? body.channel : 'promoted';
+  assertChannelName(channel);
+  srv.require(c, 'promote', project, app);
+  const current = await srv.store.getChannel(project, app, channel);
+  if (!current) throw new KkError('NOT_FOUND', `${project}/${app} has no channel ${channel}`);
+  let target: string | undefined;
+  if (body.to !== undefined) {
+    if (typeof body.to !== 'string') throw badRequest('to must be a version name');
+    assertVersionName(body.to);
+    target = body.to;
+  } else {
+    for (const h of current.history) {
+      if (h.version !== current.version && (await srv.store.getRef(project, app, h.version))) {
+        target = h.version;
+        break;
+      }
+    }
+  }
+  if (!target) throw new KkError('NOTHING_TO_ROLLBACK', `${project}/${app} channel ${channel} has no earlier version to go back to`);
+  const next = await srv.store.setChannel(project, app, channel, target, actorOf(c));
+  srv.caches.invalidateApp(project, app);
+  await srv.activity(c, 'rollback', { project, app, version: target, manifest: next.manifest, channel, previous: current.version });
+  await srv.durable();
+  await sendJson(c.req, c.res, 200, { project, app, channel, ...next });
+}
+
+/** Seed 10.3's batch query: the versions of many apps in one request. */
+async function queryVersions(srv: KkServer, c: Call): Promise<void> {
+  const body = await readJson(c.req, srv.config.maxBodyBytes);
+  if (!Array.isArray(body.apps) || body.apps.length > 500) throw badRequest('expected {"apps":[{"project":..,"app":..} or "project/app", ...]} (at most 500)');
+  const pageQuery = new URLSearchParams();
+  if (body.limit !== undefined) pageQuery.set('limit', String(body.limit));
+  if (body.order !== undefined) pageQuery.set('order', String(body.order));
+  const page = pageOf(pageQuery);
+  const results = [];
+  for (const item of body.apps as unknown[]) {
+    const [project, app] = typeof item === 'string' ? item.split('/') : [(item as { project?: string })?.project, (item as { app?: string })?.app];
+    try {
+      if (typeof project !== 'string' || typeof app !== 'string') throw badRequest('each app is {"project","app"} or "project/app"');
+      assertProjectName(project);
+      assertAppName(app);
+      srv.requireAny(c, [...READ], project, app);
+      const all = await srv.listing.versions(project, app);
+      const { items, total } = paginate(all, page, (v) => v.created, (v) => v.version);
+      results.push({ project, app, total, versions: items });
+    } catch (err) {
+      results.push({ project, app, error: { code: (err as KkError).code ?? 'BAD_REQUEST', message: (err as Error).message } });
+    }
+  }
+  await sendJson(c.req, c.res, 200, { results });
+}
+
+async function whoami(c: Call): Promise<void> {
+  const p = c.principal;
+  await sendJson(c.req, c.res, 200, {
+    token: p.tokenId,
+    name: p.name,
+    scope: formatScope(p.scope),
+    permissions: [...p.permissions],
+    expires: p.expires === undefined ? null : new Date(p.expires).toISOString(),
+  });
+}
+
+async function healthz(srv: KkServer, c: Call): Promise<void> {
+  try {
+    await srv.store.driver.stat('kk-store.json');
+    await sendJson(c.req, c.res, 200, { status: 'ok', store: srv.store.driver.name });
+  } catch (err) {
+    await sendJson(c.req, c.res, 503, { status: 'unavailable', error: (err as Error).message });
+  }
+}
+
+async function metrics(srv: KkServer, c: Call): Promise<void> {
+  const text = await srv.metrics.registry.metrics();
+  await sendBytes(c.req, c.res, 200, Buffer.from(text), { 'content-type': srv.metrics.registry.contentType }, true);
+}
+
+export function actorOf(c: Call): string {
+  return c.agent ? `${c.agent} (token ${c.principal.tokenId})` : `token ${c.principal.tokenId}`;
+}
