@@ -218,6 +218,8 @@ export class Store {
   }
 
   async deleteRef(project: string, app: string, version: string): Promise<void> {
+    assertProjectName(project);
+    assertAppName(app);
     assertVersionName(version);
     await this.call(() => this.pruner.delete(refKey(project, app, version)));
   }
@@ -255,6 +257,8 @@ export class Store {
   }
 
   async listChannels(project: string, app: string): Promise<string[]> {
+    assertProjectName(project);
+    assertAppName(app);
     return this.call(() => this.driver.listChildren(`channels/${project}/${app}/`));
   }
 

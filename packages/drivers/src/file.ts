@@ -39,6 +39,7 @@ export function createFileDriver(opts: FileDriverOptions) {
   const knownDirs = new Set<string>();
   // Files written since the last flush, for the per-file fallback.
   let dirty = new Set<string>();
+  let flushing: Promise<void> | undefined;
 
   /** Writes `data` to a fresh temp file next to `file` and returns the temp file's path. */
   async function writeTemp(file: string, data: Uint8Array): Promise<string> {
@@ -221,12 +222,18 @@ export function createFileDriver(opts: FileDriverOptions) {
     },
 
     async flush() {
+      // A flush already running may have started its syncfs before this caller's writes
+      // finished: wait for it, then flush whatever is still dirty.
+      while (flushing) await flushing;
       if (!dirty.size) return;
       const files = dirty;
       dirty = new Set();
       // The directory entries made by rename/link are covered by syncfs; the fallback fsyncs
       // the files only (ext4 and xfs order a new file's entry with its data).
-      await makeDurable(root, files);
+      flushing = makeDurable(root, files).finally(() => {
+        flushing = undefined;
+      });
+      await flushing;
     },
 
     async close() {},

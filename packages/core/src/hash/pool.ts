@@ -25,8 +25,11 @@ export interface Hasher {
   encodeChunk(path: string, offset: number, size: number, digest: Digest, policy: CompressionPolicy): Promise<Buffer>;
   /** Encode many chunks in one task; a failure is returned per chunk. */
   encodeChunks(items: ChunkSource[], policy: CompressionPolicy): Promise<({ ok: true; object: Buffer } | Failure)[]>;
-  /** Decode + verify a stored chunk object; throws CHUNK_CORRUPT-worthy Error on mismatch. */
-  decodeChunk(object: Uint8Array, digest: Digest, size: number): Promise<{ ok: true; raw: Uint8Array } | Failure>;
+  /**
+   * Decode + verify a stored chunk object. `size` undefined accepts any length up to `maxSize`
+   * (default 64 MiB): a server receiving an upload knows the digest, not the size.
+   */
+  decodeChunk(object: Uint8Array, digest: Digest, size?: number, maxSize?: number): Promise<{ ok: true; raw: Uint8Array } | Failure>;
   /** Decode + verify a stored chunk object and write it into `dst` at `offset`. */
   writeChunk(object: Uint8Array, digest: Digest, size: number, dst: string, offset: number): Promise<{ ok: true } | Failure>;
   /** Copy a verified chunk from a local file into `dst` at `offset`. */
@@ -123,7 +126,7 @@ export function createHasher(opts: HasherOptions = {}): Hasher {
       const res: ({ ok: true; object: Uint8Array } | Failure)[] = await pool.run({ items, policy }, { name: 'encodeChunks' });
       return res.map((r) => (r.ok ? { ok: true as const, object: Buffer.from(r.object.buffer, r.object.byteOffset, r.object.byteLength) } : r));
     },
-    decodeChunk: (object, digest, size) => pool.run({ object, digest, size }, { name: 'decodeChunk' }),
+    decodeChunk: (object, digest, size, maxSize) => pool.run({ object, digest, size, maxSize }, { name: 'decodeChunk' }),
     writeChunk: (object, digest, size, dst, offset) => pool.run({ object, digest, size, dst, offset }, { name: 'writeChunk' }),
     copyChunk: (src, srcOffset, size, digest, dst, offset) =>
       pool.run({ src, srcOffset, size, digest, dst, offset }, { name: 'copyChunk' }),

@@ -18,6 +18,8 @@ export interface FileHashResult {
 export type Failure = { ok: false; reason: string };
 
 const cdcCache = new Map<string, Cdc>();
+/** Largest chunk any valid chunking allows (chunking.ts caps max at 64 MiB). */
+const MAX_CHUNK = 64 * 1024 * 1024;
 let readBuf: Buffer | undefined;
 
 function cdcFor(p: CdcParams): Cdc {
@@ -124,22 +126,23 @@ export function encodeChunk(req: {
   }
 }
 
-function decodeVerified(object: Uint8Array, digest: WorkerDigest, size: number): Uint8Array | Failure {
+/** `size` undefined: any length up to `maxSize` (a server receiving a chunk knows no size). */
+function decodeVerified(object: Uint8Array, digest: WorkerDigest, size: number | undefined, maxSize = MAX_CHUNK): Uint8Array | Failure {
   let raw: Uint8Array;
   try {
-    raw = decodeChunkObject(object, size);
+    raw = decodeChunkObject(object, size ?? maxSize);
   } catch (err) {
     return { ok: false, reason: `chunk ${digest} cannot be decoded: ${(err as Error).message}` };
   }
-  if (raw.length !== size || digestOf(raw) !== digest) {
+  if ((size !== undefined && raw.length !== size) || digestOf(raw) !== digest) {
     return { ok: false, reason: `chunk ${digest} does not match its digest` };
   }
   return raw;
 }
 
 /** Decode and verify a stored chunk object, returning its raw bytes. */
-export function decodeChunk(req: { object: Uint8Array; digest: WorkerDigest; size: number }): { ok: true; raw: Uint8Array } | Failure {
-  const r = decodeVerified(req.object, req.digest, req.size);
+export function decodeChunk(req: { object: Uint8Array; digest: WorkerDigest; size?: number; maxSize?: number }): { ok: true; raw: Uint8Array } | Failure {
+  const r = decodeVerified(req.object, req.digest, req.size, req.maxSize);
   return r instanceof Uint8Array ? { ok: true, raw: r } : r;
 }
 

@@ -4,8 +4,6 @@
 // digest and schema, a ref against an existing manifest whose chunks are all present, a
 // channel against an existing version. Other keys (the conformance suite's, push leases, the
 // GC lock) go through /api/v1/objects/<key> with rights by key class; server/ is never exposed.
-import { brotliDecompress } from 'node:zlib';
-import { promisify } from 'node:util';
 import {
   type Channel,
   type Digest,
@@ -27,7 +25,6 @@ import { HttpError, badRequest, readBody, readJson, sendJson, writeChunk } from 
 import type { Call, KkServer } from '../server.js';
 import { hasPermission, scopeCovers } from '../tokens.js';
 
-const brotliDecompressAsync = promisify(brotliDecompress);
 
 export type KeyClass =
   | { kind: 'config' }
@@ -253,27 +250,15 @@ async function putChunk(srv: KkServer, c: Call, digest: Digest, ifAbsent: boolea
 }
 
 /**
- * Decode and hash an uploaded chunk object off the main thread (zlib's thread pool and the
- * hashing pool); CHUNK_CORRUPT unless it decodes to at most `chunking.max` bytes with `digest`.
+ * Decode and hash an uploaded chunk object in the pool, off the main thread; CHUNK_CORRUPT
+ * unless it decodes to at most `chunking.max` bytes with `digest`.
  */
 export async function verifyChunkObject(srv: KkServer, digest: Digest, object: Buffer): Promise<void> {
-  const max = srv.store.config.chunking.max;
   const corrupt = (why: string) => new KkError('CHUNK_CORRUPT', `chunk ${digest} refused: ${why}`, { details: { digest } });
   if (object.length < 1) throw corrupt('empty body');
-  let raw: Buffer;
-  if (object[0] === 0) raw = object.subarray(1);
-  else if (object[0] === 1) {
-    try {
-      raw = await brotliDecompressAsync(object.subarray(1), { maxOutputLength: max });
-    } catch {
-      throw corrupt('the brotli payload does not decode');
-    }
-  } else throw corrupt(`unknown encoding header ${object[0]}`);
-  if (raw.length > max) throw corrupt(`larger than the store's maximum chunk of ${max} bytes`);
-  // The pool hashes a raw-encoded object, so brotli is never decoded twice.
-  const check = object[0] === 0 ? object : Buffer.concat([Buffer.from([0]), raw]);
-  const r = await srv.hasher.decodeChunk(check, digest, raw.length);
-  if (!r.ok) throw corrupt('its bytes do not match the digest');
+  if (object[0]! > 1) throw corrupt(`unknown encoding header ${object[0]}`);
+  const r = await srv.hasher.decodeChunk(object, digest, undefined, srv.store.config.chunking.max);
+  if (!r.ok) throw corrupt(`${r.reason} (or it is larger than the store's maximum chunk)`);
 }
 
 async function putManifest(srv: KkServer, c: Call, digest: Digest, ifAbsent: boolean): Promise<void> {
