@@ -42,6 +42,7 @@ interface CommonFlags {
   verbose?: boolean;
   store?: string;
   config?: string;
+  token?: string;
   concurrency?: number;
   'state-dir'?: string;
 }
@@ -197,7 +198,7 @@ export abstract class KkCommand<T extends typeof Command> extends Command {
 
   /** Open the store chosen by storeLocation(). Push passes `{create: true, avgChunkSize}`. */
   protected async openStore(config: KkConfig | undefined, opts: OpenStoreOptions = {}): Promise<Store> {
-    return this.openStoreLocation(this.storeLocation(config), opts, process.env.KK_TOKEN ?? config?.token);
+    return this.openStoreLocation(this.storeLocation(config), opts, this.common.token ?? process.env.KK_TOKEN ?? config?.token);
   }
 
   /** Open a store at any location (`kk copy` opens two); it is closed when the command ends. */
@@ -219,7 +220,7 @@ export abstract class KkCommand<T extends typeof Command> extends Command {
 
 /**
  * Open a store from a location. `token` is handed to drivers that authenticate (the CLI passes
- * KK_TOKEN > the config's `token`). The caller closes `store.driver`.
+ * --token > KK_TOKEN > the config's `token`). The caller closes `store.driver`.
  */
 export async function openStoreAt(loc: StoreLocation, opts: OpenStoreOptions = {}, token?: string): Promise<Store> {
   const driverOpts: OpenDriverOptions = { cwd: loc.cwd };

@@ -34,6 +34,11 @@ export const storeFlags = {
     env: 'KK_CONFIG',
     helpValue: 'FILE',
   }),
+  token: Flags.string({
+    summary: 'Access token for a kk server store; overrides `token` of the config file.',
+    env: 'KK_TOKEN',
+    helpValue: 'TOKEN',
+  }),
 };
 
 export const concurrencyFlag = Flags.integer({

@@ -132,6 +132,13 @@ describe('kk serve', () => {
       const refused = await kk(['push', '--project', 'shop', '--app', 'web', '--version', '1.0.1', '--path', src, '--json'], work, { KK_STATE_DIR: path.join(root, 'state') });
       expect(refused.code).not.toBe(0);
       expect(JSON.parse(refused.stdout).error.code).toBe('AUTH');
+
+      // --token overrides the config's (revoked) token.
+      const pullOnly = JSON.parse((await kk(['token', 'create', '--server', s.url, '--token', admin, '--scope', 'app:shop/web', '--permissions', 'pull', '--json'], root)).stdout).token;
+      const dst2 = path.join(root, 'deploy-flag');
+      const flagged = await kk(['pull', '--project', 'shop', '--app', 'web', '--version', '1.0.0', '--path', dst2, '--token', pullOnly, '--json'], work, { KK_STATE_DIR: path.join(root, 'state') });
+      expect(flagged.code, flagged.stderr).toBe(0);
+      expect(await tree(dst2)).toEqual(expected);
     } finally {
       const { code, stdout } = await s.stop();
       expect(code).toBe(0);
