@@ -8,6 +8,7 @@ import { StringDecoder } from 'node:string_decoder';
 import { Pool } from 'undici';
 import { ERROR_CODES, KkError, type KkErrorCode, withRetry } from '@kk/core';
 import type { ByteRange, DriverCapabilities, ObjectInfo, PruneDriver, WriteDriver } from '@kk/core';
+import { checkKey, checkPrefix } from './keys.js';
 
 export interface HttpDriverOptions {
   /** Base URL of the server, `http(s)://host:port[/prefix]`. A user name in it is taken as the token. Required. */
@@ -30,7 +31,6 @@ export interface HttpDriverOptions {
 
 const API = '/api/v1';
 const EXISTS_BATCH = 10_000;
-const TEMP_PREFIX = '.tmp-';
 
 export function createHttpDriver(opts: HttpDriverOptions): WriteDriver | PruneDriver {
   const base = parseBase(opts.url);
@@ -219,26 +219,6 @@ function pathOf(key: string): string {
     return `${API}/${s[0]}/${s[1]}/${s[2]}/${s[3]}`;
   }
   return `${API}/objects/${s.map(encodeURIComponent).join('/')}`;
-}
-
-/** The driver contract's key rules, checked before any request (TypeError, like the file driver). */
-function checkKey(key: string): void {
-  if (typeof key !== 'string' || key === '') throw new TypeError('store key must be a non-empty string');
-  for (const segment of key.split('/')) checkSegment(key, segment);
-}
-
-function checkPrefix(prefix: string): void {
-  if (typeof prefix !== 'string') throw new TypeError('store prefix must be a string');
-  const segments = prefix.split('/');
-  const last = segments.pop()!;
-  for (const segment of segments) checkSegment(prefix, segment);
-  if (/[\\\0]/.test(last)) throw new TypeError(`unsafe store prefix "${prefix}"`);
-}
-
-function checkSegment(key: string, segment: string): void {
-  if (segment === '' || segment === '.' || segment === '..' || /[\\\0]/.test(segment) || segment.startsWith(TEMP_PREFIX)) {
-    throw new TypeError(`unsafe store key "${key}": segments must be non-empty, not "." or "..", without "\\" or NUL, and not start with "${TEMP_PREFIX}"`);
-  }
 }
 
 // ---- errors ----
