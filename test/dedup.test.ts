@@ -42,5 +42,6 @@ it('an edited 256 MiB file adds at most 8 MiB to the store and fetches at most 8
   const l2 = await pull({ ...common, version: 'v2', target });
   expect(l2.bytesFetchedRaw).toBeLessThanOrEqual(8 * MiB);
   expect(l2.bytesFetchedRaw + l2.bytesSeeded).toBe(size + MiB);
+  console.log(`dedup: v2 stored ${(p2.bytesUploaded / MiB).toFixed(2)} MiB new chunk bytes; pull v2 over v1 fetched ${(l2.bytesFetchedRaw / MiB).toFixed(2)} MiB, seeded ${(l2.bytesSeeded / MiB).toFixed(1)} MiB`);
   expect((await snapshot(target)).get('data.bin')).toEqual((await snapshot(sb.path('v2'))).get('data.bin'));
 });
