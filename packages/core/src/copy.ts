@@ -69,6 +69,11 @@ export async function copyVersions(opts: CopyOptions): Promise<CopyResult> {
       progress.add(1, sizes.get(d)!);
     });
     progress.end();
+    // Delta hints travel too (best effort: a missing one only costs pullers bytes).
+    await forEachLimit(Object.entries(m.deltas ?? {}), opts.concurrency ?? 8, async ([t, b]) => {
+      const object = await from.getDelta(t as Digest, b).catch(() => undefined);
+      if (object) await to.putDelta(t as Digest, b, object).catch(() => false);
+    });
     await to.putManifest(m);
     await to.flush();
     await to.putRef(v.project, v.app, v.version, v.manifest, v.by, v.created);

@@ -5,7 +5,7 @@ import { type Digest, digestHex } from './digest.js';
 import { fileChunks } from './manifest.js';
 import { acquireGcLock } from './locks.js';
 import { type ProgressCallback } from './progress.js';
-import { type Store, digestFromChunkKey, forEachLimit } from './store.js';
+import { type Store, digestFromChunkKey, forEachLimit, targetFromDeltaKey } from './store.js';
 
 export interface GcOptions {
   store: Store;
@@ -24,6 +24,8 @@ export interface GcResult {
   bytesFreed: number;
   /** Unreferenced but kept: younger than the grace period or leased by a push. */
   chunksProtected: number;
+  /** Delta objects whose chunk is gone. */
+  deltasDeleted: number;
   dryRun: boolean;
   durationMs: number;
 }
@@ -78,6 +80,15 @@ export async function gc(opts: GcOptions): Promise<GcResult> {
         bytesFreed += o.size;
       }
     }
+    // Deltas live as long as the chunk they rebuild.
+    let deltasDeleted = 0;
+    for await (const o of store.driver.list('deltas/')) {
+      const target = targetFromDeltaKey(o.key);
+      if (!target || live.has(digestHex(target)) || leased.has(target) || o.mtime > cutoff) continue;
+      doomed.push(o.key);
+      deltasDeleted++;
+      bytesFreed += o.size;
+    }
     for await (const o of store.driver.list('manifests/')) {
       const d = digestFromChunkKey(o.key);
       if (!d) continue;
@@ -96,6 +107,7 @@ export async function gc(opts: GcOptions): Promise<GcResult> {
       chunksDeleted,
       bytesFreed,
       chunksProtected,
+      deltasDeleted,
       dryRun: !!opts.dryRun,
       durationMs: Math.round(performance.now() - t0),
     };

@@ -42,6 +42,12 @@ export interface Manifest {
   chunking: ChunkingParams;
   dirs: DirEntry[];
   files: FileEntry[];
+  /**
+   * Optional transfer hints: chunk digest -> digest of the chunk (of the previous version) that
+   * a stored delta rebuilds it from. A puller holding that base locally fetches the small delta
+   * instead of the chunk; without it, or without the delta, it fetches the chunk.
+   */
+  deltas?: Record<string, Digest>;
 }
 
 /** The chunks of a file, whether or not the manifest spelled them out. */
@@ -144,6 +150,10 @@ export function validateManifest(m: unknown): asserts m is Manifest {
       bad(`${f.path}: a file larger than the maximum chunk must list its chunks`);
     }
   }
+  if (o.deltas !== undefined) {
+    if (!o.deltas || typeof o.deltas !== 'object' || Array.isArray(o.deltas)) bad('deltas must be an object');
+    for (const [k, v] of Object.entries(o.deltas as object)) if (!isDigest(k) || !isDigest(v)) bad('deltas must map digests to digests');
+  }
   // A path cannot be both a file and the parent of another entry.
   for (const p of [...files, ...dirs]) {
     for (const parent of parentsOf(p)) if (files.has(parent)) bad(`${parent} is a file and a directory`);
@@ -198,6 +208,6 @@ export function summarizeManifest(m: Manifest): ManifestSummary {
 
 /** Whether two manifests describe the same tree (ignoring who built it and when). */
 export function sameContent(a: Manifest, b: Manifest): boolean {
-  const tree = (m: Manifest) => canonicalManifestJson({ ...m, created: '', builder: '', version: '', meta: {}, git_commit: '' });
+  const tree = (m: Manifest) => canonicalManifestJson({ ...m, created: '', builder: '', version: '', meta: {}, git_commit: '', deltas: undefined });
   return tree(a) === tree(b);
 }

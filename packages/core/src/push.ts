@@ -3,7 +3,7 @@
 import { resolve, join } from 'node:path';
 import type { Digest } from './digest.js';
 import { KkError } from './errors.js';
-import { BytesCounter, type ChunkSource, type Hasher } from './hash/pool.js';
+import { BytesCounter, type ChunkSource, type DeltaRequest, type Hasher } from './hash/pool.js';
 import { type ChunkRef, type FileEntry, MANIFEST_FORMAT, type Manifest, encodeManifest, fileChunks, sameContent } from './manifest.js';
 import { assertAppName, assertProjectName, assertVersionName } from './names.js';
 import { type ScanOptions, type ScannedFile, scanTree } from './scan.js';
@@ -30,6 +30,8 @@ export interface PushOptions extends ScanOptions {
   /** Stat cache file; default under the state dir keyed by `dir`. `false` disables it. */
   statCache?: string | false;
   stateDir?: string;
+  /** Store deltas of new chunks against the previous version (transfer hints). Default true. */
+  deltas?: boolean;
   /** After the push, keep only the newest N versions of this app. */
   retainVersions?: number;
   by?: string;
@@ -58,6 +60,9 @@ export interface PushResult {
   bytesUploaded: number;
   /** Bytes actually sent to the store (after compression). */
   bytesUploadedStored: number;
+  /** Deltas stored against the previous version's chunks, and their bytes. */
+  deltas: number;
+  bytesDeltas: number;
   retention?: RetentionResult;
   durationMs: number;
 }
@@ -168,6 +173,15 @@ export async function push(opts: PushOptions): Promise<PushResult> {
   }
 
   // ---- upload what the store lacks, under a lease GC honours ----
+  // Deltas against the previous version: optional hints that let pullers holding it fetch a
+  // few bytes instead of whole chunks when a build changed little inside large files.
+  let deltaStats = { deltas: 0, bytes: 0 };
+  if (opts.deltas !== false) {
+    const found = await computeDeltas(store, hasher, opts, files, absOf);
+    if (found.map.size) manifest.deltas = Object.fromEntries(found.map);
+    deltaStats = { deltas: found.map.size, bytes: found.bytes };
+  }
+
   // The lease names the manifest too: GC must not sweep it between its write and the ref's.
   const { digest: manifestDigest } = encodeManifest(manifest);
   const lease = await acquirePushLease(store, [...source.keys(), manifestDigest], opts.locks);
@@ -231,6 +245,8 @@ export async function push(opts: PushOptions): Promise<PushResult> {
     chunksUploaded,
     bytesUploaded,
     bytesUploadedStored,
+    deltas: deltaStats.deltas,
+    bytesDeltas: deltaStats.bytes,
     durationMs: Math.round(performance.now() - t0),
   };
   if (retention) result.retention = retention;
@@ -261,8 +277,124 @@ function emptyResult(
     chunksUploaded: 0,
     bytesUploaded: 0,
     bytesUploadedStored: 0,
+    deltas: 0,
+    bytesDeltas: 0,
     durationMs: 0,
   };
+}
+
+/** Base bytes a push reads back from the store to compute deltas, at most. */
+const DELTA_BASE_BUDGET = 256 * 1024 * 1024;
+/** A delta is kept only if it is at most this fraction of its chunk. */
+const DELTA_MAX_RATIO = 0.25;
+
+interface DeltaCandidate {
+  path: string;
+  offset: number;
+  size: number;
+  digest: Digest;
+  baseDigest: Digest;
+  baseSize: number;
+}
+
+/**
+ * Pair each chunk the previous version lacks with the previous version's chunk that overlapped
+ * the same bytes of the same path, and store a delta where it is small. Best effort: a delta
+ * that cannot be made or stored is simply not offered.
+ */
+async function computeDeltas(
+  store: Store,
+  hasher: Hasher,
+  opts: PushOptions,
+  files: FileEntry[],
+  absOf: Map<string, string>,
+): Promise<{ map: Map<Digest, Digest>; bytes: number }> {
+  const map = new Map<Digest, Digest>();
+  let bytes = 0;
+  let prev: Manifest;
+  try {
+    prev = await store.getManifest((await store.resolveVersion(opts.project, opts.app, 'latest')).manifest);
+  } catch (err) {
+    if (err instanceof KkError && err.code === 'NOT_FOUND') return { map, bytes };
+    throw err;
+  }
+  const prevChunks = new Set<Digest>();
+  const byPath = new Map<string, { offset: number; size: number; digest: Digest }[]>();
+  for (const f of prev.files) {
+    const list: { offset: number; size: number; digest: Digest }[] = [];
+    let offset = 0;
+    for (const [d, size] of fileChunks(f)) {
+      prevChunks.add(d);
+      list.push({ offset, size, digest: d });
+      offset += size;
+    }
+    byPath.set(f.path, list);
+  }
+  const candidates: DeltaCandidate[] = [];
+  const seen = new Set<Digest>();
+  let budget = DELTA_BASE_BUDGET;
+  for (const f of files) {
+    const old = byPath.get(f.path);
+    if (!old?.length) continue;
+    let offset = 0;
+    for (const [d, size] of fileChunks(f)) {
+      if (!prevChunks.has(d) && !seen.has(d)) {
+        const base = bestOverlap(old, offset, size);
+        if (base && base.size <= budget) {
+          budget -= base.size;
+          seen.add(d);
+          candidates.push({ path: absOf.get(f.path)!, offset, size, digest: d, baseDigest: base.digest, baseSize: base.size });
+        }
+      }
+      offset += size;
+    }
+  }
+  let fruitless = 0;
+  for (let i = 0; i < candidates.length && fruitless < 4; i += 16) {
+    const batch = candidates.slice(i, i + 16);
+    const items: DeltaRequest[] = [];
+    await forEachLimit(batch, opts.concurrency ?? 8, async (c) => {
+      const baseObject = await store.getChunkObject(c.baseDigest).catch(() => undefined);
+      if (baseObject) items.push({ ...c, baseObject });
+    });
+    const objects = await hasher.makeDeltas(items, DELTA_MAX_RATIO);
+    let useful = 0;
+    await forEachLimit(objects.keys(), opts.concurrency ?? 8, async (j) => {
+      const object = objects[j];
+      const it = items[j]!;
+      if (!object) return;
+      const stored = await store.putDelta(it.digest as Digest, it.baseDigest as Digest, object).then(() => true, () => false);
+      if (!stored) return;
+      map.set(it.digest as Digest, it.baseDigest as Digest);
+      bytes += object.length;
+      useful++;
+    });
+    // Unrelated content (a new binary, say) makes no useful deltas: stop reading bases.
+    fruitless = useful ? 0 : fruitless + 1;
+  }
+  return { map, bytes };
+}
+
+function bestOverlap(chunks: { offset: number; size: number; digest: Digest }[], offset: number, size: number) {
+  let lo = 0;
+  let hi = chunks.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (chunks[mid]!.offset + chunks[mid]!.size <= offset) lo = mid + 1;
+    else hi = mid;
+  }
+  let best: (typeof chunks)[number] | undefined;
+  let bestLen = 0;
+  for (let k = Math.max(0, lo - 1); k < chunks.length && chunks[k]!.offset < offset + size; k++) {
+    const c = chunks[k]!;
+    const len = Math.min(c.offset + c.size, offset + size) - Math.max(c.offset, offset);
+    if (len > bestLen && c.size > 0) {
+      best = c;
+      bestLen = len;
+    }
+  }
+  // Past the end of the old file (the file grew): its last chunk is the closest relative.
+  return best ?? (offset >= (chunks.at(-1)?.offset ?? 0) ? chunks.at(-1) : undefined);
 }
 
 function* batchChunks(digests: Digest[], source: Map<Digest, { abs: string; offset: number; size: number }>): Generator<ChunkSource[]> {

@@ -58,6 +58,18 @@ export function chunkKey(d: Digest): string {
   return `chunks/${hex.slice(0, 2)}/${hex}`;
 }
 
+/** Key of the delta that rebuilds chunk `target` from chunk `base`. */
+export function deltaKey(target: Digest, base: Digest): string {
+  const t = digestHex(target);
+  return `deltas/${t.slice(0, 2)}/${t}.${digestHex(base)}`;
+}
+
+/** The target chunk of a delta key. */
+export function targetFromDeltaKey(key: string): Digest | undefined {
+  const m = /^deltas\/[0-9a-f]{2}\/([0-9a-f]{64})\.[0-9a-f]{64}$/.exec(key);
+  return m ? (`sha256:${m[1]}` as Digest) : undefined;
+}
+
 export function digestFromChunkKey(key: string): Digest | undefined {
   const d = `sha256:${key.slice(key.lastIndexOf('/') + 1)}`;
   return isDigest(d) ? d : undefined;
@@ -163,6 +175,22 @@ export class Store {
     const obj = await this.call(() => this.driver.get(chunkKey(digest)));
     if (!obj) throw new KkError('NOT_FOUND', `chunk ${digest} is missing from the store`, { details: { digest } });
     return obj;
+  }
+
+  // ---- deltas (optional transfer hints) ----
+
+  /** Store a delta object; true if this call created it. */
+  async putDelta(target: Digest, base: Digest, object: Uint8Array): Promise<boolean> {
+    assertDigest(target, 'chunk digest');
+    assertDigest(base, 'chunk digest');
+    return this.call(() => this.writer.putIfAbsent(deltaKey(target, base), object));
+  }
+
+  /** A delta object, or undefined if the store has none (callers then fetch the chunk). */
+  async getDelta(target: Digest, base: Digest): Promise<Buffer | undefined> {
+    assertDigest(target, 'chunk digest');
+    assertDigest(base, 'chunk digest');
+    return this.call(() => this.driver.get(deltaKey(target, base)));
   }
 
   // ---- manifests ----

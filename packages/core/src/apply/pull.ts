@@ -70,6 +70,8 @@ export interface PullResult {
   bytesFetched: number;
   /** Uncompressed size of the fetched chunks. */
   bytesFetchedRaw: number;
+  /** Chunks rebuilt from a small delta against a chunk already on this machine. */
+  chunksFromDeltas: number;
   chunksSeeded: number;
   /** Bytes copied from files already on this machine. */
   bytesSeeded: number;
@@ -86,6 +88,7 @@ export const IN_TARGET_STAGING = '.kk-staging';
 interface Seed {
   abs: string;
   offset: number;
+  size: number;
 }
 
 async function openStore(s: StoreSource | undefined): Promise<Store> {
@@ -163,6 +166,7 @@ export async function pull(opts: PullOptions): Promise<PullResult> {
       upToDate: planIsEmpty(plan),
       plan: summarizePlan(plan),
       chunksFetched: 0,
+      chunksFromDeltas: 0,
       bytesFetched: 0,
       bytesFetchedRaw: 0,
       chunksSeeded: 0,
@@ -192,8 +196,9 @@ export async function pull(opts: PullOptions): Promise<PullResult> {
     await rm(stagingDir, { recursive: true, force: true });
     await mkdir(stagingDir, { recursive: true, mode: 0o700 });
     const history = await loadHistoryManifests(state, prior?.history ?? []);
-    const seeds = buildSeedIndex(target, plan, manifest, history, sameDevice ? state.cacheDir : undefined, tree);
-    await stageFiles(plan, stagingDir, seeds, { ...opts, store: store ?? opts.store }, result);
+    const cached = sameDevice ? new Set(await readdir(state.cacheDir).catch(() => [] as string[])) : new Set<string>();
+    const seeds = buildSeedIndex(target, plan, manifest, history, sameDevice ? { dir: state.cacheDir, names: cached } : undefined, tree);
+    await stageFiles(plan, stagingDir, seeds, { ...opts, store: store ?? opts.store }, result, manifest.deltas ?? {});
 
     // ---- commit ----
     const applied: AppliedVersion = { project: opts.project, app: opts.app, version: manifest.version, manifest: digest, appliedAt: new Date().toISOString() };
@@ -260,7 +265,7 @@ function buildSeedIndex(
   plan: ApplyPlan,
   manifest: Manifest,
   history: Manifest[],
-  cacheDir: string | undefined,
+  cache: { dir: string; names: Set<string> } | undefined,
   tree: ReturnType<typeof walkTarget>,
 ): Map<Digest, Seed[]> {
   const index = new Map<Digest, Seed[]>();
@@ -268,8 +273,8 @@ function buildSeedIndex(
     let offset = 0;
     for (const [d, size] of chunks) {
       const list = index.get(d);
-      if (!list) index.set(d, [{ abs, offset }]);
-      else if (list.length < 3) list.push({ abs, offset });
+      if (!list) index.set(d, [{ abs, offset, size }]);
+      else if (list.length < 3) list.push({ abs, offset, size });
       offset += size;
     }
   };
@@ -286,7 +291,9 @@ function buildSeedIndex(
       if (e?.kind === 'file' && e.size === f.size && !plan.known.has(f.path)) add(join(target, f.path), fileChunks(f));
     }
   }
-  if (cacheDir) for (const [sha, chunks] of chunksBySha) add(join(cacheDir, digestHex(sha)), chunks);
+  if (cache) {
+    for (const [sha, chunks] of chunksBySha) if (cache.names.has(digestHex(sha))) add(join(cache.dir, digestHex(sha)), chunks);
+  }
   return index;
 }
 
@@ -296,6 +303,7 @@ async function stageFiles(
   seeds: Map<Digest, Seed[]>,
   opts: PullOptions,
   result: PullResult,
+  deltas: Record<string, Digest>,
 ): Promise<void> {
   const { hasher } = opts;
   const concurrency = opts.concurrency ?? 8;
@@ -315,6 +323,16 @@ async function stageFiles(
       details: { digest: d },
     });
   const stagedPath = (i: number) => join(stagingDir, String(i));
+  /** A delta for chunk `d` whose base is on this machine, if the store has one. */
+  const localDelta = async (d: Digest) => {
+    const base = deltas[d];
+    const seed = base ? seeds.get(base)?.[0] : undefined;
+    if (!base || !seed) return undefined;
+    const object = await (await store()).getDelta(d, base).catch(() => undefined);
+    if (!object) return undefined;
+    result.bytesFetched += object.length;
+    return { object, src: seed.abs, offset: seed.offset, size: seed.size, digest: base };
+  };
 
   const small: number[] = [];
   const large: number[] = [];
@@ -334,9 +352,15 @@ async function stageFiles(
         if (!byDigest.has(d)) byDigest.set(d, fetchObject(d, r.size));
         r.object = await byDigest.get(d)!;
         r.seeds = [];
+        delete r.delta;
       });
     };
-    await withObjects(reqs.filter((r) => r.size > 0 && r.seeds.length === 0));
+    const unseeded = reqs.filter((r) => r.size > 0 && r.seeds.length === 0);
+    await forEachLimit(unseeded, concurrency, async (r) => {
+      const delta = await localDelta(r.digest as Digest);
+      if (delta) r.delta = delta;
+    });
+    await withObjects(unseeded.filter((r) => !r.delta));
     let pending = reqs;
     for (let round = 0; pending.length; round++) {
       const res = await hasher.stageFiles(pending);
@@ -347,6 +371,9 @@ async function stageFiles(
           if (r.seeded) {
             result.chunksSeeded++;
             result.bytesSeeded += req.size;
+          } else if (r.fromDelta) {
+            result.chunksFromDeltas++;
+            result.bytesFetchedRaw += req.size;
           }
           progress.add(1, req.size);
         } else if (r.corrupt) {
@@ -391,6 +418,16 @@ async function stageFiles(
     addStoreDest(fromStore, t.d, t.size, t.path, t.offset);
   });
   await forEachLimit(fromStore, concurrency, async ([d, { size, dests }]) => {
+    const delta = await localDelta(d);
+    if (delta) {
+      const done = await Promise.all(dests.map((dest) => hasher.applyDeltaChunk(delta, d, size, dest.path, dest.offset)));
+      if (done.every((r) => r.ok)) {
+        result.chunksFromDeltas++;
+        result.bytesFetchedRaw += size;
+        progress.add(0, size * dests.length);
+        return;
+      }
+    }
     const object = await fetchObject(d, size);
     for (const dest of dests) {
       const r = await hasher.writeChunk(object, d, size, dest.path, dest.offset);

@@ -5,9 +5,9 @@ import { Piscina } from 'piscina';
 import type { Digest } from '../digest.js';
 import type { ChunkingParams } from '../chunking.js';
 import type { CompressionPolicy } from './codec.js';
-import type { FileHashResult, Failure, SegmentChunk, StageFileRequest, StageFileResult } from './worker.js';
+import type { DeltaRequest, FileHashResult, Failure, SegmentChunk, StageFileRequest, StageFileResult } from './worker.js';
 
-export type { FileHashResult, StageFileRequest, StageFileResult } from './worker.js';
+export type { DeltaRequest, FileHashResult, StageFileRequest, StageFileResult } from './worker.js';
 
 /** Everything CPU-heavy in kk: hashing, chunking, (de)compression, verified chunk I/O. */
 export interface Hasher {
@@ -38,6 +38,16 @@ export interface Hasher {
   stageFiles(files: StageFileRequest[]): Promise<StageFileResult[]>;
   /** Set mode and mtime (seconds) of staged files. */
   finishFiles(files: { dst: string; mode: number; mtime: number }[]): Promise<void>;
+  /** Deltas of new chunks against base chunks; null where a delta would not pay. */
+  makeDeltas(items: DeltaRequest[], maxRatio: number): Promise<(Buffer | null)[]>;
+  /** Rebuild a chunk from a delta and a verified local base; write it into `dst` at `offset`. */
+  applyDeltaChunk(
+    delta: { object: Uint8Array; src: string; offset: number; size: number; digest: Digest },
+    digest: Digest,
+    size: number,
+    dst: string,
+    offset: number,
+  ): Promise<{ ok: true } | Failure>;
   readonly threads: number;
   close(): Promise<void>;
 }
@@ -134,6 +144,11 @@ export function createHasher(opts: HasherOptions = {}): Hasher {
     finishFiles: async (files) => {
       await pool.run({ files }, { name: 'finishFiles' });
     },
+    async makeDeltas(items, maxRatio) {
+      const res: (Uint8Array | null)[] = await run('makeDeltas', { items, maxRatio });
+      return res.map((o) => (o ? Buffer.from(o.buffer, o.byteOffset, o.byteLength) : null));
+    },
+    applyDeltaChunk: (delta, digest, size, dst, offset) => run('applyDeltaChunk', { delta, digest, size, dst, offset }),
     close: () => pool.destroy(),
   };
 }

@@ -5,6 +5,7 @@ import { closeSync, fchmodSync, fstatSync, futimesSync, openSync, readSync, writ
 import { createHash } from 'node:crypto';
 import { Cdc, type CdcParams } from './fastcdc.js';
 import { type CompressionPolicy, decodeChunkObject, encodeChunkObject } from './codec.js';
+import { applyDelta, encodeDelta } from './delta.js';
 
 export type WorkerDigest = `sha256:${string}`;
 
@@ -219,9 +220,11 @@ export interface StageFileRequest {
   seeds: { src: string; offset: number }[];
   /** The stored object, when no seed is known or the seeds failed. */
   object?: Uint8Array;
+  /** A delta from a chunk held locally, tried after the seeds. */
+  delta?: { object: Uint8Array; src: string; offset: number; size: number; digest: WorkerDigest };
 }
 
-export type StageFileResult = { ok: true; seeded: boolean } | { ok: false; reason: string; corrupt: boolean };
+export type StageFileResult = { ok: true; seeded: boolean; fromDelta: boolean } | { ok: false; reason: string; corrupt: boolean };
 
 function readVerified(src: string, offset: number, size: number, digest: WorkerDigest): Uint8Array | undefined {
   let fd: number;
@@ -248,6 +251,7 @@ export function stageFiles(req: { files: StageFileRequest[] }): StageFileResult[
   return req.files.map((f) => {
     let data: Uint8Array | undefined;
     let seeded = false;
+    let fromDelta = false;
     if (f.size === 0) data = new Uint8Array(0);
     if (!data && f.object) {
       const r = decodeVerified(f.object, f.digest, f.size);
@@ -261,6 +265,13 @@ export function stageFiles(req: { files: StageFileRequest[] }): StageFileResult[
         break;
       }
     }
+    if (!data && f.delta) {
+      const r = rebuildFromDelta(f.delta, f.digest, f.size);
+      if (r instanceof Uint8Array) {
+        data = r;
+        fromDelta = true;
+      }
+    }
     if (!data) return { ok: false, reason: 'no seed holds it', corrupt: false };
     const fd = openSync(f.dst, 'w', 0o600);
     try {
@@ -271,7 +282,7 @@ export function stageFiles(req: { files: StageFileRequest[] }): StageFileResult[
     } finally {
       closeSync(fd);
     }
-    return { ok: true, seeded };
+    return { ok: true, seeded, fromDelta };
   });
 }
 
@@ -366,4 +377,62 @@ export function sha256File(req: { path: string }): { size: number; sha256: Worke
     closeSync(fd);
   }
   return { size, sha256: `sha256:${h.digest('hex')}` };
+}
+
+/** Rebuild a chunk from a delta and its base read (and verified) from a local file. */
+function rebuildFromDelta(
+  d: { object: Uint8Array; src: string; offset: number; size: number; digest: WorkerDigest },
+  digest: WorkerDigest,
+  size: number,
+): Uint8Array | Failure {
+  const base = readVerified(d.src, d.offset, d.size, d.digest);
+  if (!base) return { ok: false, reason: 'the delta base changed on disk' };
+  let raw: Uint8Array;
+  try {
+    raw = applyDelta(base, decodeChunkObject(d.object, MAX_CHUNK), size);
+  } catch (err) {
+    return { ok: false, reason: `delta for ${digest} cannot be applied: ${(err as Error).message}` };
+  }
+  if (raw.length !== size || digestOf(raw) !== digest) return { ok: false, reason: `delta for ${digest} does not rebuild it` };
+  return raw;
+}
+
+/** Rebuild a chunk from a delta and a local base, and write it into a staged file. */
+export function applyDeltaChunk(req: {
+  delta: { object: Uint8Array; src: string; offset: number; size: number; digest: WorkerDigest };
+  digest: WorkerDigest;
+  size: number;
+  dst: string;
+  offset: number;
+}): { ok: true } | Failure {
+  const r = rebuildFromDelta(req.delta, req.digest, req.size);
+  if (!(r instanceof Uint8Array)) return r;
+  writeAt(req.dst, r, req.offset);
+  return { ok: true };
+}
+
+export interface DeltaRequest {
+  /** The new chunk, read back from the pushed file. */
+  path: string;
+  offset: number;
+  size: number;
+  digest: WorkerDigest;
+  /** The base chunk's stored object. */
+  baseObject: Uint8Array;
+  baseDigest: WorkerDigest;
+  baseSize: number;
+}
+
+/** Deltas of new chunks against their bases; null where none is at most `maxRatio` of the chunk. */
+export function makeDeltas(req: { items: DeltaRequest[]; maxRatio: number }): (Uint8Array | null)[] {
+  return req.items.map((it) => {
+    const base = decodeVerified(it.baseObject, it.baseDigest, it.baseSize);
+    if (!(base instanceof Uint8Array)) return null;
+    const target = readVerified(it.path, it.offset, it.size, it.digest);
+    if (!target) return null;
+    const ops = encodeDelta(base, target);
+    if (ops.length > it.size * req.maxRatio * 4) return null;
+    const object = encodeChunkObject(ops, { algorithm: 'brotli', level: 5, minSaving: 0.05 });
+    return object.length <= it.size * req.maxRatio ? object : null;
+  });
 }

@@ -35,6 +35,7 @@ export type KeyClass =
   | { kind: 'lease' }
   | { kind: 'gclock' }
   | { kind: 'server' }
+  | { kind: 'delta' }
   | { kind: 'other' };
 
 const NAME = /^[a-z0-9][a-z0-9._-]{0,63}$/;
@@ -61,6 +62,10 @@ export function classifyKey(key: string): KeyClass {
     case 'channels':
       if (s.length !== 4 || !NAME.test(s[1]!) || !NAME.test(s[2]!) || !NAME.test(s[3]!)) throw bad();
       return { kind: 'channel', project: s[1]!, app: s[2]!, channel: s[3]! };
+    case 'deltas':
+      // deltas/<hh>/<target hex>.<base hex>: optional transfer hints, verified by whoever applies them.
+      if (s.length !== 3 || !/^[0-9a-f]{64}\.[0-9a-f]{64}$/.test(s[2]!) || s[1] !== s[2]!.slice(0, 2)) throw bad();
+      return { kind: 'delta' };
     case 'locks':
       if (s.length === 3 && s[1] === 'push') return { kind: 'lease' };
       if (s.length === 2 && s[1] === 'gc') return { kind: 'gclock' };
@@ -110,6 +115,7 @@ function authorizeRead(srv: KkServer, c: Call, cls: KeyClass): void {
     case 'gclock':
       return; // any valid token: every client reads the store config; pushes check for GC
     case 'chunk':
+    case 'delta':
       return srv.requireUnscoped(c, ['pull', 'push']);
     case 'manifest':
       return; // checked against the manifest's own project/app once read
@@ -215,6 +221,7 @@ async function writeObject(srv: KkServer, c: Call, key: string): Promise<void> {
     case 'server':
       throw serverKeys();
     case 'lease':
+    case 'delta':
       srv.requireUnscoped(c, ['push']);
       break;
     default:
