@@ -34,7 +34,7 @@ export function renderApply(r: PullResult, verb: 'deployed' | 'rolled back', ver
   const was = r.previous ? ` (was ${r.previous})` : '';
   const lines = [
     `${verb} ${name} to ${r.target}${was}: ${changeCounts(p.filesAdded, p.filesChanged, p.filesDeleted)}, ${p.filesUnchanged} unchanged`,
-    `  wrote ${formatBytes(p.bytesToWrite)}: fetched ${formatBytes(r.bytesFetchedRaw)} (${formatBytes(r.bytesFetched)} transferred), seeded ${formatBytes(r.bytesSeeded)} from local files; in ${formatDuration(r.durationMs / 1000)}`,
+    `  wrote ${formatBytes(p.bytesToWrite)}: fetched ${formatBytes(r.bytesFetchedRaw)} (${formatBytes(r.bytesFetched)} transferred${r.chunksFromDeltas ? `, ${r.chunksFromDeltas} chunks as deltas` : ''}), seeded ${formatBytes(r.bytesSeeded)} from local files; in ${formatDuration(r.durationMs / 1000)}`,
   ];
   if (r.recovered) lines.push('  finished an interrupted earlier apply first');
   if (verbose) lines.push(`  hashed ${formatBytes(r.bytesHashed)} to compare existing files`);

@@ -68,7 +68,7 @@ function renderPush(r: PushResult, verbose: boolean): string[] {
       : [`pushed ${name} (${shortDigest(r.manifest)}): ${plural(r.files, 'file')}, ${formatBytes(r.bytes)}`];
   lines.push(
     `  hashed ${plural(r.filesHashed, 'file')} (${formatBytes(r.bytesHashed)}), ${r.filesCached} unchanged since the last push; ` +
-      `uploaded ${r.chunksUploaded} of ${plural(r.chunks, 'chunk')} (${formatBytes(r.bytesUploaded)}, ${formatBytes(r.bytesUploadedStored)} stored) in ${formatDuration(r.durationMs / 1000)}`,
+      `uploaded ${r.chunksUploaded} of ${plural(r.chunks, 'chunk')} (${formatBytes(r.bytesUploaded)}, ${formatBytes(r.bytesUploadedStored)} stored)${r.deltas ? `, ${plural(r.deltas, 'delta')} for pullers of the previous version (${formatBytes(r.bytesDeltas)})` : ''} in ${formatDuration(r.durationMs / 1000)}`,
   );
   if (r.retention) {
     const deleted = r.retention.deleted;
