@@ -188,6 +188,11 @@ export async function pull(opts: PullOptions): Promise<PullResult> {
       result.durationMs = Math.round(performance.now() - t0);
       return result;
     }
+    if (result.upToDate && previous?.manifest === digest && !recovered && plan.bytesHashed === 0) {
+      // Nothing to write and nothing new to record: leave the directory and the state alone.
+      result.durationMs = Math.round(performance.now() - t0);
+      return result;
+    }
 
     // ---- stage ----
     await mkdir(state.dir, { recursive: true });
