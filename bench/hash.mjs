@@ -15,6 +15,10 @@ const data = keystream('hash-bench')(mib * 1024 * 1024);
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const mbps = (seconds) => +((data.length / 1e6) / seconds).toFixed(0);
 
+const results = {};
+// Seconds per method (median, min, max of 3), for bench/run.mjs's hash case.
+const seconds = {};
+let timing;
 async function time(fn) {
   const runs = [];
   for (let i = 0; i < 3; i++) {
@@ -22,34 +26,38 @@ async function time(fn) {
     await fn();
     runs.push((performance.now() - t0) / 1000);
   }
+  timing = { median: median(runs), min: Math.min(...runs), max: Math.max(...runs) };
   return median(runs);
 }
+const record = (name, value) => {
+  results[name] = value;
+  if (typeof value === 'number') seconds[name] = timing;
+};
 
 const block = 1024 * 1024;
-const results = {};
-results['node:crypto'] = mbps(await time(() => {
+record('node:crypto', mbps(await time(() => {
   const h = createHash('sha256');
   for (let o = 0; o < data.length; o += block) h.update(data.subarray(o, o + block));
   h.digest();
-}));
+})));
 const wasm = await createSHA256();
-results['hash-wasm'] = mbps(await time(() => {
+record('hash-wasm', mbps(await time(() => {
   wasm.init();
   for (let o = 0; o < data.length; o += block) wasm.update(data.subarray(o, o + block));
   wasm.digest();
-}));
+})));
 const dir = join(import.meta.dirname, '.data', 'hash');
 mkdirSync(dir, { recursive: true });
 const file = join(dir, 'data.bin');
 writeFileSync(file, data);
 try {
-  results['openssl dgst'] = mbps(await time(() => execFileSync('openssl', ['dgst', '-sha256', file])));
+  record('openssl dgst', mbps(await time(() => execFileSync('openssl', ['dgst', '-sha256', file]))));
 } catch {
   results['openssl dgst'] = 'missing';
 }
 const hasher = createHasher({ threads: 1 });
 await hasher.hashFiles([file], chunkingFor()); // warm the worker (file cache, JIT)
-results['kk chunk+hash (1 worker)'] = mbps(await time(() => hasher.hashFiles([file], chunkingFor())));
+record('kk chunk+hash (1 worker)', mbps(await time(() => hasher.hashFiles([file], chunkingFor()))));
 await hasher.close();
 rmSync(dir, { recursive: true, force: true });
-console.log(JSON.stringify({ mib, mb_per_s: results }, null, 1));
+console.log(JSON.stringify({ mib, mb_per_s: results, seconds }, null, 1));
