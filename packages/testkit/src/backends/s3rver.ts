@@ -7,13 +7,14 @@
 // file-name order, which differs from key order for some keys; and it stores the aws-chunked
 // framing of a streamed upload as the object's bytes, so the SDK must set
 // requestChecksumCalculation (and responseChecksumValidation) to 'WHEN_REQUIRED'.
-import { type ChildProcess, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
+import { stopChild, waitForLine } from './process.js';
 
 export interface S3rverOptions {
   /** Bucket created at start-up. Default: a random `kk-test-<hex>`. */
@@ -84,7 +85,7 @@ export async function startS3rver(opts: S3rverOptions = {}): Promise<S3rverBacke
   (child.stdin as unknown as { unref?: () => void }).unref?.();
   let port: number;
   try {
-    port = await waitForPort(child, opts.startTimeoutMs ?? 20_000);
+    port = Number((await waitForLine(child, 's3rver', /listening on [^\s:]+:(\d+)/i, opts.startTimeoutMs ?? 20_000))[1]);
   } catch (err) {
     process.off('exit', killOnExit);
     await stopChild(child);
@@ -134,47 +135,3 @@ function s3rverBin(): string {
   return bin;
 }
 
-/** Resolves the port from s3rver's "listening on 127.0.0.1:<port>" line. */
-function waitForPort(child: ChildProcess, timeoutMs: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    let output = '';
-    const fail = (why: string) => {
-      cleanup();
-      reject(new Error(`s3rver did not start: ${why}${output ? `\n${output.trim()}` : ''}`));
-    };
-    const onData = (data: Buffer) => {
-      output += data.toString();
-      const m = /listening on [^\s:]+:(\d+)/i.exec(output);
-      if (m) {
-        cleanup();
-        resolve(Number(m[1]));
-      }
-    };
-    const onExit = (code: number | null, signal: string | null) => fail(`exited with ${signal ?? `code ${code}`}`);
-    const onError = (err: Error) => fail(err.message);
-    const timer = setTimeout(() => fail(`no "listening" line within ${timeoutMs} ms`), timeoutMs);
-    const cleanup = () => {
-      clearTimeout(timer);
-      child.stdout!.off('data', onData);
-      child.stderr!.off('data', onData);
-      child.off('exit', onExit);
-      child.off('error', onError);
-      // Keep draining so a chatty server never blocks on a full pipe.
-      child.stdout!.resume();
-      child.stderr!.resume();
-    };
-    child.stdout!.on('data', onData);
-    child.stderr!.on('data', onData);
-    child.once('exit', onExit);
-    child.once('error', onError);
-  });
-}
-
-async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
-  await exited;
-  clearTimeout(timer);
-}

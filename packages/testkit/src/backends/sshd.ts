@@ -1,13 +1,14 @@
 // A real sshd on 127.0.0.1 for tests and bench/: OpenSSH's own server as a child process with a
 // generated host key and user key in a fresh temp directory (removed by stop()), logging in as
 // the current user by key only. Nothing on the machine's own ssh configuration is read or changed.
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile, readFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
+import { stopChild, waitForLine } from './process.js';
 
 const run = promisify(execFile);
 
@@ -71,7 +72,7 @@ export async function startSshd(opts: SshdOptions = {}): Promise<SshdBackend> {
       const killOnExit = () => child.kill('SIGKILL');
       process.once('exit', killOnExit);
       try {
-        await waitForListening(child, timeoutMs);
+        await waitForLine(child, 'sshd', /Server listening on/, timeoutMs);
       } catch (err) {
         process.off('exit', killOnExit);
         await stopChild(child);
@@ -151,47 +152,6 @@ function freePort(): Promise<number> {
       srv.close(() => resolve(port));
     });
   });
-}
-
-/** Resolves on sshd's "Server listening on 127.0.0.1 port N" line. */
-function waitForListening(child: ChildProcess, timeoutMs: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    let output = '';
-    const fail = (why: string) => {
-      cleanup();
-      reject(new Error(`sshd did not start: ${why}${output ? `\n${output.trim()}` : ''}`));
-    };
-    const onData = (data: Buffer) => {
-      output += data.toString();
-      if (/Server listening on/.test(output)) {
-        cleanup();
-        resolve();
-      }
-    };
-    const onExit = (code: number | null, signal: string | null) => fail(`exited with ${signal ?? `code ${code}`}`);
-    const onError = (err: Error) => fail(err.message);
-    const timer = setTimeout(() => fail(`no "Server listening" line within ${timeoutMs} ms`), timeoutMs);
-    const cleanup = () => {
-      clearTimeout(timer);
-      child.stderr!.off('data', onData);
-      child.off('exit', onExit);
-      child.off('error', onError);
-      // Keep draining: sshd logs every connection.
-      child.stderr!.resume();
-    };
-    child.stderr!.on('data', onData);
-    child.once('exit', onExit);
-    child.once('error', onError);
-  });
-}
-
-async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
-  await exited;
-  clearTimeout(timer);
 }
 
 function onPath(bin: string): boolean {
