@@ -1,13 +1,14 @@
 // One kk push or pull through the library, in its own process, so bench/run.mjs gets a peak RSS
 // per run and does not depend on the CLI. Prints one JSON line: the result object, the time per
 // progress phase, and process.resourceUsage().maxRSS.
+// --store is a directory (file store) or a store URL (http://... with KK_TOKEN in the environment).
 //   node bench/kk-run.mjs push --store DIR --dir SRC --version V [--app A] [--state DIR]
 //        [--compression none|brotli:LEVEL] [--stat-cache] [--threads N]
 //   node bench/kk-run.mjs pull --store DIR --target DIR --state DIR --version V [--app A]
 //        [--no-fsync] [--threads N]
 import { resolve } from 'node:path';
 import { DEFAULT_COMPRESSION, Store, createHasher, pull, push } from '@kk/core';
-import { createFileDriver } from '@kk/drivers';
+import { createFileDriver, openDriver } from '@kk/drivers';
 
 const [op, ...rest] = process.argv.slice(2);
 const flags = {};
@@ -18,6 +19,7 @@ for (let i = 0; i < rest.length; i++) {
   if (next === undefined || next.startsWith('--')) flags[a.slice(2)] = true;
   else flags[a.slice(2)] = rest[++i];
 }
+const driverFor = (store) => (/^[a-z][a-z0-9+.-]*:\/\//.test(store) ? openDriver(store) : createFileDriver({ root: resolve(store) }));
 const need = (name) => {
   if (typeof flags[name] !== 'string') throw new TypeError(`kk-run ${op}: --${name} is required`);
   return flags[name];
@@ -52,7 +54,7 @@ try {
   const app = typeof flags.app === 'string' ? flags.app : 'app';
   const version = need('version');
   if (op === 'push') {
-    const store = await Store.open(createFileDriver({ root: resolve(need('store')) }), {
+    const store = await Store.open(await driverFor(need('store')), {
       create: true,
       compression: compressionPolicy(flags.compression),
     });
@@ -65,7 +67,7 @@ try {
       onProgress,
     });
   } else if (op === 'pull') {
-    const store = await Store.open(createFileDriver({ root: resolve(need('store')) }));
+    const store = await Store.open(await driverFor(need('store')));
     result = await pull({
       store, hasher, project, app, version,
       target: resolve(need('target')),

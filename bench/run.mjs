@@ -7,7 +7,7 @@
 //   npm run bench -- --quick          small sizes, a smoke run -> bench/results/quick.{md,json}
 //   options: --big-gib N  --tree-files N  --runs N (>= 3)  --cases id,id,...  --out PATH (no extension)
 //            --skip-real (no npm pack)  --no-levels (skip bench/compression.mjs in a full run)
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { cpus, loadavg, release, totalmem } from 'node:os';
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -101,11 +101,49 @@ async function kk(op, flags) {
     args.push(`--${k}`);
     if (v !== true) args.push(String(v));
   }
-  const r = await exec(process.execPath, args);
+  const r = await exec(process.execPath, args, { env: KK_ENV });
   const line = JSON.parse(r.stdout.trim().split('\n').pop());
   return { seconds: r.seconds, rss: line.max_rss_mb, result: line.result, phases: line.phases_ms, inprocMs: line.wall_ms };
 }
 const kkPush = (store, dir, version, extra = {}) => kk('push', { store, dir, version, ...extra });
+
+// ---- the kk server (bench/kk-serve.mjs) over a file store, for the kk-http runs ----
+const KK_ENV = { ...process.env, KK_TOKEN: `bench-${process.pid}` };
+const servers = new Set();
+function kkServer(storeDir) {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(process.execPath, [join(HERE, 'kk-serve.mjs'), '--store', storeDir], { env: KK_ENV, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    const stop = () =>
+      new Promise((done) => {
+        servers.delete(srv);
+        if (child.exitCode !== null || child.signalCode !== null) return done();
+        child.once('exit', () => done());
+        child.kill('SIGTERM');
+      });
+    const srv = { stop };
+    servers.add(srv);
+    child.stderr.on('data', (d) => (err += d));
+    child.stdout.on('data', (d) => {
+      out += d;
+      const line = out.split('\n')[0];
+      if (out.includes('\n') && !srv.url) {
+        srv.url = line.trim();
+        resolvePromise(srv);
+      }
+    });
+    child.once('exit', (code) => {
+      if (!srv.url) reject(new Error(`kk server did not start (exit ${code}): ${err.trim().split('\n').slice(-5).join(' ')}`));
+    });
+  });
+}
+/** One server per template store, started on first use and stopped at the end. */
+const templateServers = new Map();
+const serverFor = (storeDir) => {
+  if (!templateServers.has(storeDir)) templateServers.set(storeDir, kkServer(storeDir));
+  return templateServers.get(storeDir);
+};
 const kkPull = (store, target, state, version, extra = {}) => kk('pull', { store, target, state, version, ...extra });
 
 // ---- templates: stores built once (untimed) and hard-link copied per run ----
@@ -176,6 +214,7 @@ async function runCase(id, contenders) {
         failed.set(c.name, err.message);
         log(`  ${c.name} FAILED: ${err.message}`);
       } finally {
+        await c.teardown?.(dir);
         rmrf(dir);
       }
     }
@@ -231,6 +270,33 @@ function storedManifestBytes(store, digest) {
   const hex = String(digest).replace(/^sha256:/, '');
   return treeBytes(join(store, 'manifests', hex.slice(0, 2), hex)) || undefined;
 }
+/** kk through the http store: the same push or pull against a kk server over the file store. */
+const kkHttpPush = (src, version, baseTpl) => {
+  let srv;
+  return {
+    name: 'kk-http',
+    async setup(dir) {
+      if (baseTpl) await copyTree(await baseTpl(), join(dir, 'store'), true);
+      else mkdirSync(join(dir, 'store'));
+      srv = await kkServer(join(dir, 'store'));
+    },
+    async run() {
+      const r = await kkPush(srv.url, src, version);
+      return { ...r, bytes: r.result.bytesUploadedStored };
+    },
+    teardown: () => srv?.stop(),
+  };
+};
+const kkHttpPull = (storeTpl, version, before) => ({
+  name: 'kk-http',
+  async setup(dir) {
+    if (before) await kkPull((await serverFor(await storeTpl())).url, join(dir, 'target'), join(dir, 'state'), before);
+  },
+  async run(dir) {
+    const r = await kkPull((await serverFor(await storeTpl())).url, join(dir, 'target'), join(dir, 'state'), version);
+    return { ...r, bytes: r.result.bytesFetched };
+  },
+});
 /** rsync `src` onto a target that starts as a copy of `base` (or empty). */
 const rsyncCase = (name, src, base, flags, ssh) => ({
   name,
@@ -240,6 +306,13 @@ const rsyncCase = (name, src, base, flags, ssh) => ({
   },
   run: (dir) => rsync(src, join(dir, 'target'), { ssh: ssh ? sshd : undefined, flags }),
 });
+
+// Interrupted: stop the servers this run started (their own exit hooks do not run on a signal).
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.once(sig, () => {
+    Promise.allSettled([...servers].map((x) => x.stop()).concat(sshd ? [sshd.stop()] : [])).finally(() => process.exit(130));
+  });
+}
 
 // ---- data ----
 mkdirSync(DATA, { recursive: true });
@@ -291,6 +364,7 @@ try {
 
   await runCase('big-push-fresh', [
     { ...kkPushFresh('kk', big?.v1), offer: 'kk-big-v1' },
+    kkHttpPush(big?.v1, 'v1'),
     {
       name: 'restic',
       offer: 'restic-big-v1',
@@ -317,6 +391,7 @@ try {
       setup: async (dir) => copyTree(await resticBigV1(), join(dir, 'repo'), true),
       run: (dir) => restic.backup(join(dir, 'repo'), big.v2, 'v2'),
     },
+    kkHttpPush(big?.v2, 'v2', kkBigV1),
     {
       name: 'casync',
       offer: 'casync-big',
@@ -330,6 +405,7 @@ try {
 
   await runCase('big-pull-fresh', [
     kkPullCase('kk', kkBig, 'v1'),
+    kkHttpPull(kkBig, 'v1'),
     rsyncCase('rsync-local', big?.v1),
     rsyncCase('rsync-ssh', big?.v1, undefined, [], true),
     {
@@ -345,6 +421,7 @@ try {
 
   await runCase('big-pull-update', [
     kkPullCase('kk', kkBig, 'v2', 'v1'),
+    kkHttpPull(kkBig, 'v2', 'v1'),
     rsyncCase('rsync-local', big?.v2, big?.v1, ['--delete']),
     rsyncCase('rsync-local-delta', big?.v2, big?.v1, ['--delete', '--no-whole-file']),
     rsyncCase('rsync-ssh', big?.v2, big?.v1, ['--delete'], true),
@@ -386,6 +463,7 @@ try {
 
   await runCase('tree-push-fresh', [
     { ...kkPushFresh('kk', tree?.v1), offer: 'kk-tree-v1' },
+    kkHttpPush(tree?.v1, 'v1'),
     rsyncCase('rsync-local', tree?.v1),
     rsyncCase('rsync-ssh', tree?.v1, undefined, [], true),
     {
@@ -399,6 +477,7 @@ try {
 
   await runCase('tree-pull-fresh', [
     kkPullCase('kk', kkTree, 'v1'),
+    kkHttpPull(kkTree, 'v1'),
     rsyncCase('rsync-local', tree?.v1),
     rsyncCase('rsync-ssh', tree?.v1, undefined, [], true),
     { name: 'restic', run: async (dir) => restic.restore(await resticTreeV1(), 'v1', join(dir, 'target')) },
@@ -407,6 +486,7 @@ try {
 
   await runCase('tree-pull-update', [
     kkPullCase('kk', kkTree, 'v2', 'v1'),
+    kkHttpPull(kkTree, 'v2', 'v1'),
     rsyncCase('rsync-local', tree?.v2, tree?.v1, ['--delete']),
     rsyncCase('rsync-local-delta', tree?.v2, tree?.v1, ['--delete', '--no-whole-file']),
     rsyncCase('rsync-ssh', tree?.v2, tree?.v1, ['--delete'], true),
@@ -415,6 +495,7 @@ try {
 
   await runCase('tree-pull-noop', [
     kkPullCase('kk', kkTree, 'v2', 'v2'),
+    kkHttpPull(kkTree, 'v2', 'v2'),
     rsyncCase('rsync-local', tree?.v2, tree?.v2, ['--delete']),
     rsyncCase('rsync-ssh', tree?.v2, tree?.v2, ['--delete'], true),
     casyncTreeExtract('casync', 'v2', tree?.v2),
@@ -457,6 +538,7 @@ try {
     details['compression-levels'] = JSON.parse(r.stdout);
   }
 } finally {
+  await Promise.all([...servers].map((x) => x.stop()));
   await sshd?.stop();
   rmrf(WORK);
 }
@@ -491,7 +573,8 @@ function renderMarkdown() {
   L.push(`Data: **big** = ${fmtBytes(bigBytes)} incompressible file (v2: 1 MiB inserted at 40%, 64 KiB overwritten at 10/70/90%); ` +
     `**tree** = ${treeFiles} files of 100 B–64 KiB (log-uniform), a third binary, in nested directories (v2: ${tree ? `${tree.summary.changed} changed, ${tree.summary.deleted} deleted, ${tree.summary.added} added` : '1% changed, 0.5% deleted, 100 added'}).`);
   L.push(`Method: ${machine.timing}; ${runs} runs per tool, interleaved. kk uses a file store with default settings (brotli level 3 when a probe says it pays, fsync on). ` +
-    'rsync-ssh goes to our own sshd on 127.0.0.1. "bytes": stored bytes for pushes, bytes transferred for pulls (kk: bytesFetched as stored; rsync: sent + received).', '');
+    'rsync-ssh goes to our own sshd on 127.0.0.1. kk-http is the same kk run through the http store: the kk server (bench/kk-serve.mjs, its own process) over a file store on 127.0.0.1. ' +
+    '"bytes": stored bytes for pushes (store growth; kk-http: bytes sent), bytes transferred for pulls (kk: bytesFetched as stored; rsync: sent + received).', '');
 
   // Targets first: what the issues ask for.
   const targets = [
@@ -499,6 +582,7 @@ function renderMarkdown() {
     ['big-pull-fresh', 'rsync-local', 1.2],
     ['big-pull-update', 'rsync-local-delta', 0.5],
     ['big-pull-update', 'rsync-ssh', 0.4],
+    ['big-pull-update', 'rsync-ssh', 0.4, 'kk-http'],
     ['tree-pull-fresh', 'rsync-local', 1.0],
     ['tree-pull-update', 'rsync-local', 0.3],
     ['tree-pull-noop', 'rsync-local', 0.6],
@@ -507,12 +591,12 @@ function renderMarkdown() {
   L.push('## Targets (issue 4 acceptance 3; issue 7 acceptance 2 and 3)', '');
   L.push('"kk in-process" is the library call alone (the median run\'s own timer): the difference to "kk median" is Node start-up, module loading, the worker pool and the store opening.', '');
   L.push('| case | kk median | kk in-process | vs | peer median | kk / peer | target | met |', '| --- | ---: | ---: | --- | ---: | ---: | ---: | :---: |');
-  for (const [id, peer, goal] of targets) {
-    const k = c[id]?.kk;
+  for (const [id, peer, goal, who = 'kk'] of targets) {
+    const k = c[id]?.[who];
     const p = c[id]?.[peer];
     const r = ratio(k?.median_s, p?.median_s);
-    const inproc = details[id]?.kk?.inprocMs;
-    L.push(`| ${id} | ${fmtS(k?.median_s)} s | ${inproc === undefined ? '–' : `${fmtS(inproc / 1000)} s`} | ${peer} | ${p?.missing ? 'missing' : `${fmtS(p?.median_s)} s`} | ${fmtRatio(r)} | ≤ ${goal} | ${r === undefined ? '–' : r <= goal ? 'yes' : '**no**'} |`);
+    const inproc = details[id]?.[who]?.inprocMs;
+    L.push(`| ${id}${who === 'kk' ? '' : ` (${who})`} | ${fmtS(k?.median_s)} s | ${inproc === undefined ? '–' : `${fmtS(inproc / 1000)} s`} | ${peer} | ${p?.missing ? 'missing' : `${fmtS(p?.median_s)} s`} | ${fmtRatio(r)} | ≤ ${goal} | ${r === undefined ? '–' : r <= goal ? 'yes' : '**no**'} |`);
   }
   for (const id of Object.keys(c).filter((x) => x.startsWith('real-upgrade/'))) {
     const r = ratio(c[id].kk?.bytes, c[id]['rsync-ssh-z']?.bytes);
