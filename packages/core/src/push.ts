@@ -72,6 +72,8 @@ const SMALL_FILE = 1024 * 1024;
 const LARGE_FILE = 128 * 1024 * 1024;
 const BATCH_BYTES = 8 * 1024 * 1024;
 const BATCH_FILES = 256;
+/** Chunk objects come back from the pool in smaller batches: they are held until stored. */
+const UPLOAD_BATCH_BYTES = 2 * 1024 * 1024;
 
 export async function push(opts: PushOptions): Promise<PushResult> {
   const t0 = performance.now();
@@ -404,7 +406,7 @@ function* batchChunks(digests: Digest[], source: Map<Digest, { abs: string; offs
     const s = source.get(d)!;
     batch.push({ path: s.abs, offset: s.offset, size: s.size, digest: d });
     bytes += s.size;
-    if (bytes >= BATCH_BYTES || batch.length >= BATCH_FILES) {
+    if (bytes >= UPLOAD_BATCH_BYTES || batch.length >= BATCH_FILES) {
       yield batch;
       batch = [];
       bytes = 0;
