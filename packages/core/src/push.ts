@@ -8,7 +8,7 @@ import { type ChunkRef, type FileEntry, MANIFEST_FORMAT, type Manifest, encodeMa
 import { assertAppName, assertProjectName, assertVersionName } from './names.js';
 import { type ScanOptions, type ScannedFile, scanTree } from './scan.js';
 import { StatCache, type StatEntry } from './statcache.js';
-import { type Store, defaultActor, forEachLimit } from './store.js';
+import { type Store, batches, defaultActor, forEachLimit } from './store.js';
 import { acquirePushLease, type LockTimings } from './locks.js';
 import { type ProgressCallback, phaseReporter } from './progress.js';
 import { defaultStateRoot, pathKey } from './state.js';
@@ -399,38 +399,21 @@ function bestOverlap(chunks: { offset: number; size: number; digest: Digest }[],
   return best ?? (offset >= (chunks.at(-1)?.offset ?? 0) ? chunks.at(-1) : undefined);
 }
 
-function* batchChunks(digests: Digest[], source: Map<Digest, { abs: string; offset: number; size: number }>): Generator<ChunkSource[]> {
-  let batch: ChunkSource[] = [];
-  let bytes = 0;
-  for (const d of digests) {
+function batchChunks(digests: Digest[], source: Map<Digest, { abs: string; offset: number; size: number }>): Iterable<ChunkSource[]> {
+  const items = digests.map((d) => {
     const s = source.get(d)!;
-    batch.push({ path: s.abs, offset: s.offset, size: s.size, digest: d });
-    bytes += s.size;
-    if (bytes >= UPLOAD_BATCH_BYTES || batch.length >= BATCH_FILES) {
-      yield batch;
-      batch = [];
-      bytes = 0;
-    }
-  }
-  if (batch.length) yield batch;
+    return { path: s.abs, offset: s.offset, size: s.size, digest: d };
+  });
+  return batches(items, (c) => c.size, UPLOAD_BATCH_BYTES, BATCH_FILES);
 }
 
 /** Small files travel to the pool in batches; large files alone. */
 function* batchFiles(files: ScannedFile[]): Generator<ScannedFile[]> {
-  let batch: ScannedFile[] = [];
-  let bytes = 0;
-  for (const f of files) {
-    if (f.size >= SMALL_FILE) {
-      yield [f];
-      continue;
-    }
-    batch.push(f);
-    bytes += f.size;
-    if (bytes >= BATCH_BYTES || batch.length >= BATCH_FILES) {
-      yield batch;
-      batch = [];
-      bytes = 0;
-    }
-  }
-  if (batch.length) yield batch;
+  for (const f of files) if (f.size >= SMALL_FILE) yield [f];
+  yield* batches(
+    files.filter((f) => f.size < SMALL_FILE),
+    (f) => f.size,
+    BATCH_BYTES,
+    BATCH_FILES,
+  );
 }

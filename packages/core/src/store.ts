@@ -386,6 +386,22 @@ export async function backend<T>(driver: Driver, fn: () => Promise<T>): Promise<
   }
 }
 
+/** Group `items` in order into batches of at most `maxCount` items or about `maxBytes` bytes. */
+export function* batches<T>(items: Iterable<T>, sizeOf: (item: T) => number, maxBytes: number, maxCount: number): Generator<T[]> {
+  let batch: T[] = [];
+  let bytes = 0;
+  for (const item of items) {
+    batch.push(item);
+    bytes += sizeOf(item);
+    if (bytes >= maxBytes || batch.length >= maxCount) {
+      yield batch;
+      batch = [];
+      bytes = 0;
+    }
+  }
+  if (batch.length) yield batch;
+}
+
 /** Run `fn` over `items` with at most `limit` in flight; the first error rejects. */
 export async function forEachLimit<T>(items: Iterable<T>, limit: number, fn: (item: T) => Promise<void>): Promise<void> {
   const it = items[Symbol.iterator]();

@@ -12,7 +12,7 @@ import { type Manifest, fileChunks } from '../manifest.js';
 import { assertAppName, assertProjectName, assertVersionSpec } from '../names.js';
 import { type ProgressCallback, phaseReporter } from '../progress.js';
 import { makeIgnore } from '../scan.js';
-import { type Store, forEachLimit } from '../store.js';
+import { type Store, batches, forEachLimit } from '../store.js';
 import { type ApplyPlan, type PlanSummary, computePlan, planIsEmpty, summarizePlan } from './plan.js';
 import { type AppliedVersion, type PlacedFile, TargetState } from './target-state.js';
 import { type Journal, keepFile, mtimeArg, readJournal, runJournal, writeJournal } from './journal.js';
@@ -344,7 +344,7 @@ async function stageFiles(
   plan.write.forEach((w, i) => (fileChunks(w.file).length <= 1 ? small : large).push(i));
 
   // ---- single-chunk files: whole files per worker task, seeded or from one stored object ----
-  await forEachLimit(batchIndexes(small, (i) => plan.write[i]!.file.size), hasher.threads + 1, async (batch) => {
+  await forEachLimit(batches(small, (i) => plan.write[i]!.file.size, 8 * 1024 * 1024, 128), hasher.threads + 1, async (batch) => {
     const reqs: StageFileRequest[] = batch.map((i) => {
       const f = plan.write[i]!.file;
       const local = f.size ? (seeds.get(f.sha256) ?? []) : [];
@@ -449,22 +449,6 @@ async function stageFiles(
   // Durable before anything is renamed into place: one syncfs rather than an fsync per file.
   if ((opts.fsync ?? true) && plan.write.length) await makeDurable(stagingDir, plan.write.map((_, i) => stagedPath(i)));
   progress.end();
-}
-
-/** Group indexes into batches of at most 128 items or 8 MiB. */
-function* batchIndexes(items: number[], sizeOf: (i: number) => number): Generator<number[]> {
-  let batch: number[] = [];
-  let bytes = 0;
-  for (const i of items) {
-    batch.push(i);
-    bytes += sizeOf(i);
-    if (batch.length >= 128 || bytes >= 8 * 1024 * 1024) {
-      yield batch;
-      batch = [];
-      bytes = 0;
-    }
-  }
-  if (batch.length) yield batch;
 }
 
 function addStoreDest(m: Map<Digest, { size: number; dests: { path: string; offset: number }[] }>, d: Digest, size: number, path: string, offset: number) {
