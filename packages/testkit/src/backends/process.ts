@@ -49,3 +49,19 @@ export async function stopChild(child: ChildProcess): Promise<void> {
   await exited;
   clearTimeout(timer);
 }
+
+/**
+ * Kill `child` if this process exits first; the returned stop() (idempotent) ends it, removes
+ * that guard and then runs `cleanup` once.
+ */
+export function guardChild(child: ChildProcess, cleanup: () => Promise<void> = async () => {}): () => Promise<void> {
+  const killOnExit = () => child.kill('SIGKILL');
+  process.once('exit', killOnExit);
+  let stopped: Promise<void> | undefined;
+  return () =>
+    (stopped ??= (async () => {
+      process.off('exit', killOnExit);
+      await stopChild(child);
+      await cleanup();
+    })());
+}

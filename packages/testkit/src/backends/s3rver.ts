@@ -14,7 +14,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { stopChild, waitForLine } from './process.js';
+import { guardChild, waitForLine } from './process.js';
 
 export interface S3rverOptions {
   /** Bucket created at start-up. Default: a random `kk-test-<hex>`. */
@@ -78,8 +78,7 @@ export async function startS3rver(opts: S3rverOptions = {}): Promise<S3rverBacke
   // test process that dies without stop() (killed, crashed) leaves no server behind.
   const args = ['--openssl-legacy-provider', '--import', WATCHDOG, bin, '-d', dir, '-a', '127.0.0.1', '-p', '0', '--silent', '--configure-bucket', bucket];
   const child = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, NODE_OPTIONS: '' } });
-  const killOnExit = () => child.kill('SIGKILL');
-  process.once('exit', killOnExit);
+  const stop = guardChild(child, () => rm(dir, { recursive: true, force: true }));
   // The pipe must not keep this process alive, nor an unread error on it crash it.
   child.stdin!.on('error', () => {});
   (child.stdin as unknown as { unref?: () => void }).unref?.();
@@ -87,13 +86,10 @@ export async function startS3rver(opts: S3rverOptions = {}): Promise<S3rverBacke
   try {
     port = Number((await waitForLine(child, 's3rver', /listening on [^\s:]+:(\d+)/i, opts.startTimeoutMs ?? 20_000))[1]);
   } catch (err) {
-    process.off('exit', killOnExit);
-    await stopChild(child);
-    await rm(dir, { recursive: true, force: true });
+    await stop();
     throw err;
   }
   const endpoint = `http://127.0.0.1:${port}`;
-  let stopped: Promise<void> | undefined;
   return {
     endpoint,
     bucket,
@@ -117,14 +113,7 @@ export async function startS3rver(opts: S3rverOptions = {}): Promise<S3rverBacke
         delimiterListing: false,
       };
     },
-    stop() {
-      stopped ??= (async () => {
-        process.off('exit', killOnExit);
-        await stopChild(child);
-        await rm(dir, { recursive: true, force: true });
-      })();
-      return stopped;
-    },
+    stop,
   };
 }
 

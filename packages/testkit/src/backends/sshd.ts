@@ -8,7 +8,7 @@ import { createServer } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { stopChild, waitForLine } from './process.js';
+import { guardChild, waitForLine } from './process.js';
 
 const run = promisify(execFile);
 
@@ -69,13 +69,12 @@ export async function startSshd(opts: SshdOptions = {}): Promise<SshdBackend> {
       const config = path.join(dir, 'sshd_config');
       await writeFile(config, sshdConfig(dir, port, hostKey));
       const child = spawn(sshd, ['-f', config, '-D', '-e'], { stdio: ['ignore', 'ignore', 'pipe'] });
-      const killOnExit = () => child.kill('SIGKILL');
-      process.once('exit', killOnExit);
+      // The temp dir (keys, config) outlives a failed attempt: the next one reuses it.
+      const stopChildOnly = guardChild(child);
       try {
         await waitForLine(child, 'sshd', /Server listening on/, timeoutMs);
       } catch (err) {
-        process.off('exit', killOnExit);
-        await stopChild(child);
+        await stopChildOnly();
         if (attempt < 3 && /Address already in use|Bind to port/i.test((err as Error).message)) continue;
         throw err;
       }
@@ -88,7 +87,6 @@ export async function startSshd(opts: SshdOptions = {}): Promise<SshdBackend> {
         '-o', 'BatchMode=yes',
         '-o', 'LogLevel=ERROR',
       ];
-      let stopped: Promise<void> | undefined;
       const backend: SshdBackend = {
         host: '127.0.0.1',
         port,
@@ -96,13 +94,9 @@ export async function startSshd(opts: SshdOptions = {}): Promise<SshdBackend> {
         keyFile,
         sshArgs,
         sshCommand: ['ssh', ...sshArgs].join(' '),
-        stop() {
-          stopped ??= (async () => {
-            process.off('exit', killOnExit);
-            await stopChild(child);
-            await rm(dir, { recursive: true, force: true });
-          })();
-          return stopped;
+        async stop() {
+          await stopChildOnly();
+          await rm(dir, { recursive: true, force: true });
         },
       };
       try {
