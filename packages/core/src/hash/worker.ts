@@ -165,9 +165,13 @@ export function writeChunk(req: {
   dst: string;
   offset: number;
 }): { ok: true } | Failure {
-  const r = decodeVerified(req.object, req.digest, req.size);
+  return writeIfRebuilt(decodeVerified(req.object, req.digest, req.size), req.dst, req.offset);
+}
+
+/** Write verified chunk bytes into a staged file, or pass the failure on. */
+function writeIfRebuilt(r: Uint8Array | Failure, dst: string, offset: number): { ok: true } | Failure {
   if (!(r instanceof Uint8Array)) return r;
-  writeAt(req.dst, r, req.offset);
+  writeAt(dst, r, offset);
   return { ok: true };
 }
 
@@ -405,10 +409,7 @@ export function applyDeltaChunk(req: {
   dst: string;
   offset: number;
 }): { ok: true } | Failure {
-  const r = rebuildFromDelta(req.delta, req.digest, req.size);
-  if (!(r instanceof Uint8Array)) return r;
-  writeAt(req.dst, r, req.offset);
-  return { ok: true };
+  return writeIfRebuilt(rebuildFromDelta(req.delta, req.digest, req.size), req.dst, req.offset);
 }
 
 export interface DeltaRequest {
