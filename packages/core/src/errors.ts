@@ -20,6 +20,8 @@ export const ERROR_CODES = {
   AUTH: 'authentication failed',
   FORBIDDEN: 'the credentials do not allow this operation',
   BACKEND: 'the storage backend failed or is unreachable',
+  DISK_FULL: 'a file system or store ran out of space; nothing was changed',
+  PAUSED: 'the deploy directory or target is paused; nothing is applied until it is resumed',
 } as const;
 
 export type KkErrorCode = keyof typeof ERROR_CODES;
