@@ -40,6 +40,8 @@ const STATUS_OF: Record<KkErrorCode, number> = {
   AUTH: 401,
   FORBIDDEN: 403,
   BACKEND: 502,
+  DISK_FULL: 507,
+  PAUSED: 409,
 };
 
 export interface ErrorBody {
