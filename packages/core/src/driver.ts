@@ -60,6 +60,25 @@ export interface ReadDriver {
   listChildren(prefix: string): Promise<string[]>;
   /** Release sockets, handles and processes. Idempotent; no other call may follow it. */
   close(): Promise<void>;
+  /**
+   * Tell a store that records events (the kk server) that a pull completed. Called once per
+   * completed, non-dry-run pull (also when the directory already held the version). Plain
+   * storage drivers omit it. Best effort: a failure never fails the pull.
+   */
+  recordPull?(event: PullRecord): Promise<void>;
+}
+
+/** A completed pull, as reported to stores that keep an audit log (issue 10 item 4). */
+export interface PullRecord {
+  project: string;
+  app: string;
+  version: string;
+  /** `sha256:...` of the manifest applied. */
+  manifest: string;
+  /** The pulling machine: `<hostname>/<stable id kk generated in its state dir>`. */
+  agent: string;
+  /** The directory already held the version; nothing was written. */
+  upToDate: boolean;
 }
 
 export interface WriteDriver extends ReadDriver {

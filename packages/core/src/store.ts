@@ -2,7 +2,7 @@
 // failures to KkError codes, and owns the key layout of DESIGN 3.
 import { hostname, userInfo } from 'node:os';
 import { type Digest, assertDigest, digestHex, isDigest } from './digest.js';
-import { type Driver, type PruneDriver, type WriteDriver, isPruneDriver, isWriteDriver } from './driver.js';
+import { type Driver, type PruneDriver, type PullRecord, type WriteDriver, isPruneDriver, isWriteDriver } from './driver.js';
 import { KkError, isKkError } from './errors.js';
 import { type Manifest, decodeManifest, encodeManifest, manifestKey } from './manifest.js';
 import { assertAppName, assertChannelName, assertProjectName, assertVersionName } from './names.js';
@@ -136,6 +136,11 @@ export class Store {
   async flush(): Promise<void> {
     const w = this.driver as WriteDriver;
     if (typeof w.flush === 'function') await this.call(() => w.flush!());
+  }
+
+  /** Report a completed pull to a store that records events; never throws. */
+  async recordPull(event: PullRecord): Promise<void> {
+    await this.driver.recordPull?.(event).catch(() => {});
   }
 
   private call<T>(fn: () => Promise<T>): Promise<T> {
