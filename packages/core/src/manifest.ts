@@ -48,7 +48,19 @@ export interface Manifest {
    * instead of the chunk; without it, or without the delta, it fetches the chunk.
    */
   deltas?: Record<string, Digest>;
+  /**
+   * Optional: the push's ignore rules (gitignore syntax). Paths they match in a deploy directory
+   * belong to the host (runtime logs, uploads) and are protected on pull, together with the
+   * puller's own rules.
+   */
+  ignore?: string[];
 }
+
+/** The top-level name kk stages under when the state dir is on another file system: never a version path. */
+export const RESERVED_TOP_LEVEL = '.kk-staging';
+
+/** sha256 of zero bytes: the only digest an empty file can have. */
+export const EMPTY_DIGEST = 'sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855' as Digest;
 
 /** The chunks of a file, whether or not the manifest spelled them out. */
 export function fileChunks(f: FileEntry): ChunkRef[] {
@@ -97,6 +109,14 @@ export function decodeManifest(bytes: Uint8Array, expected?: Digest): Manifest {
     throw new KkError('MANIFEST_INVALID', 'manifest is not valid JSON', { cause });
   }
   validateManifest(parsed);
+  // The digest names the canonical bytes: another spelling of the same manifest is another
+  // digest, and local copies (saved canonical) would never be found under it.
+  if (canonicalManifestJson(parsed) !== Buffer.from(bytes).toString('utf8')) {
+    throw new KkError('MANIFEST_INVALID', 'manifest is not in canonical form (sorted keys and paths, no whitespace)', {
+      hint: 'manifests are written by kk push; re-push the version instead of editing it',
+      ...(expected ? { details: { digest: expected } } : {}),
+    });
+  }
   return parsed;
 }
 
@@ -120,8 +140,12 @@ export function validateManifest(m: unknown): asserts m is Manifest {
   assertChunkingParams(o.chunking);
   if (!Array.isArray(o.files) || !Array.isArray(o.dirs)) bad('files and dirs must be arrays');
   const dirs = new Set<string>();
+  const reserved = (p: string) => {
+    if (p === RESERVED_TOP_LEVEL || p.startsWith(`${RESERVED_TOP_LEVEL}/`)) bad(`${p}: the top-level name ${RESERVED_TOP_LEVEL} is reserved for kk`);
+  };
   for (const d of o.dirs as DirEntry[]) {
     assertSafePath(d?.path);
+    reserved(d.path);
     if (!isUint(d.mode) || d.mode > 0o1777) bad(`dir ${d.path}: bad mode`);
     if (dirs.has(d.path)) bad(`dir ${d.path} listed twice`);
     dirs.add(d.path);
@@ -130,12 +154,14 @@ export function validateManifest(m: unknown): asserts m is Manifest {
   const max = (o.chunking as ChunkingParams).max;
   for (const f of o.files as FileEntry[]) {
     assertSafePath(f?.path);
+    reserved(f.path);
     if (files.has(f.path) || dirs.has(f.path)) bad(`path ${f.path} listed twice`);
     files.add(f.path);
     if (!isUint(f.size)) bad(`${f.path}: bad size`);
     if (!isUint(f.mode) || f.mode > 0o1777) bad(`${f.path}: bad mode (setuid/setgid are not allowed)`);
     if (!isUint(f.mtime)) bad(`${f.path}: bad mtime`);
     if (!isDigest(f.sha256)) bad(`${f.path}: bad sha256`);
+    if (f.size === 0 && f.sha256 !== EMPTY_DIGEST) bad(`${f.path}: an empty file must have the digest of zero bytes`);
     if (f.chunks !== undefined) {
       if (!Array.isArray(f.chunks) || f.chunks.length < 2) bad(`${f.path}: chunks must list at least two chunks or be omitted`);
       let sum = 0;
@@ -153,6 +179,10 @@ export function validateManifest(m: unknown): asserts m is Manifest {
   if (o.deltas !== undefined) {
     if (!o.deltas || typeof o.deltas !== 'object' || Array.isArray(o.deltas)) bad('deltas must be an object');
     for (const [k, v] of Object.entries(o.deltas as object)) if (!isDigest(k) || !isDigest(v)) bad('deltas must map digests to digests');
+  }
+  if (o.ignore !== undefined) {
+    if (!Array.isArray(o.ignore) || o.ignore.length > 10_000) bad('ignore must be a list of at most 10000 patterns');
+    for (const r of o.ignore) if (typeof r !== 'string' || r.length === 0 || r.length > 4096 || r.includes('\n')) bad('ignore patterns must be non-empty one-line strings');
   }
   // A path cannot be both a file and the parent of another entry.
   for (const p of [...files, ...dirs]) {
@@ -208,6 +238,6 @@ export function summarizeManifest(m: Manifest): ManifestSummary {
 
 /** Whether two manifests describe the same tree (ignoring who built it and when). */
 export function sameContent(a: Manifest, b: Manifest): boolean {
-  const tree = (m: Manifest) => canonicalManifestJson({ ...m, created: '', builder: '', version: '', meta: {}, git_commit: '', deltas: undefined });
+  const tree = (m: Manifest) => canonicalManifestJson({ ...m, created: '', builder: '', version: '', meta: {}, git_commit: '', deltas: undefined, ignore: undefined });
   return tree(a) === tree(b);
 }

@@ -15,7 +15,7 @@ export function assertSafePath(p: unknown): asserts p is string {
 function unsafeReason(p: unknown): string | undefined {
   if (typeof p !== 'string') return 'not a string';
   if (p.length === 0) return 'empty';
-  if (p.length > 4096) return 'longer than 4096 characters';
+  if (Buffer.byteLength(p) > 4095) return 'longer than 4095 bytes (PATH_MAX)';
   if (p.includes('\0')) return 'contains NUL';
   if (p.includes('\\')) return 'contains a backslash';
   if (p.startsWith('/')) return 'absolute';

@@ -32,6 +32,12 @@ export function phaseReporter(cb: ProgressCallback | undefined, phase: Phase, to
       bytesDone += bytes;
       emit(done === total);
     },
+    /** Items done without moving bytes of this phase (e.g. copied locally, not fetched): they leave the byte total. */
+    skip(items: number, bytes: number) {
+      done += items;
+      bytesTotal -= bytes;
+      emit(done === total);
+    },
     end() {
       emit(true);
     },

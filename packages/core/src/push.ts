@@ -32,6 +32,8 @@ export interface PushOptions extends ScanOptions {
   stateDir?: string;
   /** Store deltas of new chunks against the previous version (transfer hints). Default true. */
   deltas?: boolean;
+  /** Publish a build with no files (refused otherwise: pulling it would empty every deploy directory). */
+  allowEmpty?: boolean;
   /** After the push, keep only the newest N versions of this app. */
   retainVersions?: number;
   by?: string;
@@ -86,6 +88,12 @@ export async function push(opts: PushOptions): Promise<PushResult> {
 
   opts.onProgress?.({ phase: 'scan', done: 0, total: 0, bytesDone: 0, bytesTotal: 0 });
   const scan = await scanTree(dir, opts);
+  if (scan.files.length === 0 && !opts.allowEmpty) {
+    throw new KkError('SOURCE_INVALID', `${dir} holds no files${scan.ignored ? ` (${scan.ignored} ignored)` : ''}: pulling such a version would empty every deploy directory`, {
+      hint: 'check the build output directory; pass --allow-empty to publish an empty version on purpose',
+      details: { dir, ignored: scan.ignored },
+    });
+  }
 
   // ---- hash (stat cache first) ----
   const cacheFile =
@@ -146,6 +154,8 @@ export async function push(opts: PushOptions): Promise<PushResult> {
     dirs: scan.dirs,
     files,
   };
+  // The push's ignore rules travel with the version: pulls protect those paths too (issue 10 item 5).
+  if (opts.ignore?.length) manifest.ignore = [...opts.ignore];
 
   // Versions are immutable: decide before sending anything. The same tree again is a success.
   const existing = await store.getRef(opts.project, opts.app, opts.version);

@@ -1,6 +1,6 @@
 // Walk a build directory into the entries a manifest will list: regular files and directories,
 // with ignore rules (gitignore syntax) applied and anything unsafe refused.
-import { lstatSync, statSync } from 'node:fs';
+import { lstatSync, readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import fg from 'fast-glob';
 import ignore, { type Ignore } from 'ignore';
@@ -8,6 +8,7 @@ import type { Stats } from 'node:fs';
 import { KkError } from './errors.js';
 import type { SymlinkPolicy } from './config.js';
 import { assertSafePath, comparePaths } from './paths.js';
+import { RESERVED_TOP_LEVEL } from './manifest.js';
 
 export interface ScannedFile {
   path: string;
@@ -99,12 +100,33 @@ export async function scanTree(root: string, opts: ScanOptions = {}): Promise<Sc
         skippedSymlinks++;
         continue;
       }
-      st = statSync(abs);
+      try {
+        st = statSync(abs);
+      } catch (cause) {
+        const to = (() => {
+          try {
+            return readlinkSync(abs);
+          } catch {
+            return '?';
+          }
+        })();
+        throw new KkError('SOURCE_INVALID', `${abs} is a symlink to ${to}, which cannot be followed (${(cause as NodeJS.ErrnoException).code ?? 'error'})`, {
+          cause,
+          hint: 'fix or remove the dangling link, or set `symlinks: skip` in .kkartifact.yml',
+          details: { path: abs, link: to },
+        });
+      }
     }
     const isDir = st.isDirectory();
     if (isIgnored(ig, rel, isDir)) {
       ignored++;
       continue;
+    }
+    if (rel === RESERVED_TOP_LEVEL || rel.startsWith(`${RESERVED_TOP_LEVEL}/`)) {
+      throw new KkError('SOURCE_INVALID', `${abs}: the top-level name ${RESERVED_TOP_LEVEL} is reserved for kk's staging`, {
+        hint: `rename it, or add /${RESERVED_TOP_LEVEL} to ignore in .kkartifact.yml`,
+        details: { path: rel },
+      });
     }
     if (isDir) {
       dirs.push({ path: rel, mode: st.mode & 0o1777 });

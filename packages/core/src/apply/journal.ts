@@ -1,29 +1,42 @@
 // The commit journal: written (and fsynced) before the first change to the deploy directory,
-// replayed by the next run if this one dies. Every step is idempotent, so replaying a step that
-// already happened is harmless.
-import { chmodSync, linkSync, mkdirSync, renameSync, rmSync, rmdirSync, unlinkSync, utimesSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+// replayed by the next run if this one dies. Every step looks at what the path holds now and
+// does only what is still missing, whatever kind of change it is (add, replace, delete, mode,
+// file <-> directory), so a replay can start from any point, as often as it takes.
+// Order: directories, then files into place, then deletes, then modes, so nothing of the old
+// version is removed before the new one is whole, and read-only directories get their modes
+// only after their entries are placed (issue 10 items 16, 19, 22).
+import { linkSync, renameSync } from 'node:fs';
+import { join } from 'node:path';
+import { KkError } from '../errors.js';
 import type { DirEntry } from '../manifest.js';
 import { readJsonFile, writeFileAtomic } from '../state.js';
+import { TargetDirs } from './dirfd.js';
 import type { AppliedVersion } from './target-state.js';
 
 export interface Journal {
-  format: 'kk-journal/1';
+  format: 'kk-journal/2';
   target: string;
   applied: AppliedVersion;
   stagingDir: string;
+  /** Non-directories to remove (the version lacks them). */
   unlink: string[];
+  /** Directories to remove, deepest first. */
   rmdir: string[];
+  /** Directories to create, outermost first. */
   mkdir: DirEntry[];
   /** [staged file name, target path] */
   rename: [string, string][];
   meta: { path: string; mode: number; mtime: number }[];
+  /** Final modes of directories: created, changed, or read-only ones whose entries change. */
   chmodDirs: DirEntry[];
 }
 
 export async function readJournal(file: string): Promise<Journal | undefined> {
-  const j = await readJsonFile<Journal>(file);
-  return j?.format === 'kk-journal/1' ? j : undefined;
+  const j = await readJsonFile<Journal | { format: 'kk-journal/1' } & Omit<Journal, 'format'>>(file);
+  if (!j) return undefined;
+  // A journal of the earlier format has the same steps: replayed the same (idempotent) way.
+  if (j.format === 'kk-journal/1') return { ...j, format: 'kk-journal/2' };
+  return j.format === 'kk-journal/2' ? j : undefined;
 }
 
 export async function writeJournal(file: string, j: Journal): Promise<void> {
@@ -36,62 +49,121 @@ export function mtimeArg(ms: number): number {
 }
 
 export interface CommitHooks {
-  /** Called before a target file is removed or replaced: a chance to keep its bytes. */
-  beforeReplace?: (path: string) => void;
+  /** Called with a no-follow path before a target file is removed or replaced: a chance to keep its bytes. */
+  beforeReplace?: (path: string, at: string) => void;
 }
 
-function ignoring(codes: string[], fn: () => void): void {
-  try {
-    fn();
-  } catch (err) {
-    if (!codes.includes((err as NodeJS.ErrnoException).code ?? '')) throw err;
-  }
-}
+const parentOf = (p: string) => {
+  const i = p.lastIndexOf('/');
+  return i < 0 ? '' : p.slice(0, i);
+};
 
 /**
- * Carry out a journal against `root`; returns the directories whose entries it changed. Safe to
- * run again after a crash at any point. The steps
- * are synchronous system calls on purpose: thousands of renames cost microseconds each this
- * way, and nothing else should interleave with a commit anyway.
+ * Carry out a journal against `root` (the real path of the target); returns the directories
+ * whose entries it changed. Safe to run again after a crash at any point.
+ * The steps are synchronous system calls on purpose: thousands of renames cost microseconds each
+ * this way, and nothing else should interleave with a commit anyway.
  */
 export function runJournal(root: string, j: Journal, hooks: CommitHooks = {}): string[] {
-  const abs = (p: string) => join(root, p);
+  const dirs = new TargetDirs(root);
+  try {
+    return commit(dirs, j, hooks);
+  } catch (err) {
+    if (err instanceof KkError) throw err;
+    throw new KkError('TARGET_CONFLICT', `the commit in ${root} could not finish: ${(err as Error).message}`, {
+      cause: err,
+      hint: 'fix the cause, then pull again: the next run finishes the commit; if it cannot, `kk pull --repair` plans again from the directory as it is',
+      details: { target: root },
+    });
+  } finally {
+    dirs.close();
+  }
+}
+
+function commit(dirs: TargetDirs, j: Journal, hooks: CommitHooks): string[] {
+  const wantDirs = new Set(j.mkdir.map((d) => d.path));
+  const wantFiles = new Set(j.rename.map((r) => r[1]));
+  const keep = (rel: string) => {
+    const at = dirs.at(rel);
+    if (at !== undefined) hooks.beforeReplace?.(rel, at);
+  };
+  const touched = new Set<string>();
+
+  // 1. Directories of the version (a file of the old version in the way is removed first).
+  for (const d of j.mkdir) {
+    const st = dirs.lstat(d.path);
+    if (st && !st.isDirectory()) keep(d.path);
+    dirs.dir(d.path, true);
+  }
+
+  // 2. Files into place. A staged file that is gone was renamed by the run that died.
+  const staging = new TargetDirs(j.stagingDir);
+  try {
+    for (const [staged, p] of j.rename) {
+      const from = staging.at(staged);
+      const src = from !== undefined ? staging.lstat(staged) : undefined;
+      if (!src?.isFile()) {
+        if (dirs.lstat(p)?.isFile()) continue;
+        throw new KkError('TARGET_CONFLICT', `cannot finish the interrupted commit in ${dirs.root}: the staged copy of ${p} is gone`, {
+          hint: 'run `kk pull --repair`: it drops the journal and plans again from the directory as it is',
+          details: { path: p, staged: join(j.stagingDir, staged) },
+        });
+      }
+      const parent = parentOf(p);
+      dirs.dir(parent, true);
+      dirs.writable(parent);
+      const st = dirs.lstat(p);
+      if (st?.isDirectory()) dirs.remove(p, keep);
+      else if (st?.isFile()) keep(p);
+      renameSync(from!, dirs.at(p)!);
+      touched.add(join(dirs.root, parent));
+    }
+  } finally {
+    staging.close();
+  }
+
+  // 3. What the version lacks: files, then directories deepest first.
   for (const p of j.unlink) {
-    hooks.beforeReplace?.(p);
-    ignoring(['ENOENT'], () => unlinkSync(abs(p)));
+    const st = dirs.lstat(p);
+    if (!st) continue;
+    if (st.isDirectory()) {
+      if (!wantDirs.has(p)) dirs.remove(p, keep);
+    } else if (!(wantFiles.has(p) && st.isFile())) {
+      keep(p);
+      dirs.unlink(p);
+    }
+    touched.add(join(dirs.root, parentOf(p)));
   }
   for (const p of j.rmdir) {
-    // Contents the version lacks were unlinked above; rm covers a replayed, half-done state.
-    try {
-      rmdirSync(abs(p));
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOTEMPTY' || code === 'EEXIST') rmSync(abs(p), { recursive: true, force: true });
-      else if (code === 'ENOTDIR') unlinkSync(abs(p));
-      else if (code !== 'ENOENT') throw err;
+    if (wantDirs.has(p)) continue;
+    const st = dirs.lstat(p);
+    if (!st) continue;
+    if (!st.isDirectory()) {
+      if (!wantFiles.has(p)) dirs.unlink(p);
+    } else {
+      dirs.remove(p, keep);
     }
   }
-  for (const d of j.mkdir) {
-    ignoring(['EEXIST'], () => mkdirSync(abs(d.path)));
-    chmodSync(abs(d.path), d.mode);
-  }
-  const touched = new Set<string>();
-  for (const [staged, p] of j.rename) {
-    hooks.beforeReplace?.(p);
-    // ENOENT: already renamed by the run that died.
-    ignoring(['ENOENT'], () => renameSync(join(j.stagingDir, staged), abs(p)));
-    touched.add(dirname(abs(p)));
-  }
-  for (const m of j.meta) {
-    chmodSync(abs(m.path), m.mode);
-    utimesSync(abs(m.path), mtimeArg(m.mtime), mtimeArg(m.mtime));
-  }
-  for (const d of j.chmodDirs) chmodSync(abs(d.path), d.mode);
+
+  // 4. Modes and mtimes, directories last (a read-only directory is closed only now).
+  for (const m of j.meta) dirs.setFileMeta(m.path, m.mode, mtimeArg(m.mtime));
+  const finalModes = new Map<string, number>();
+  for (const [p, mode] of dirs.madeWritable) finalModes.set(p, mode);
+  for (const d of j.mkdir) finalModes.set(d.path, d.mode);
+  for (const d of j.chmodDirs) finalModes.set(d.path, d.mode);
+  // Deepest first: a parent's mode may take away the right to change its children.
+  const depth = (p: string) => (p === '' ? 0 : p.split('/').length);
+  const order = [...finalModes.keys()].sort((a, b) => depth(b) - depth(a));
+  for (const p of order) dirs.chmodDir(p, finalModes.get(p)!);
   // Directories whose entries changed: the caller makes them durable in one batch.
   return [...touched];
 }
 
-/** Hard-link `src` into the file cache as `dst`, if possible; never fails the apply. */
+/** Hard-link `src` (a no-follow path) into the file cache as `dst`, if possible; never fails the apply. */
 export function keepFile(src: string, dst: string): void {
-  ignoring(['EEXIST', 'ENOENT', 'EXDEV', 'EPERM', 'EMLINK'], () => linkSync(src, dst));
+  try {
+    linkSync(src, dst);
+  } catch (err) {
+    if (!['EEXIST', 'ENOENT', 'EXDEV', 'EPERM', 'EMLINK', 'ENOSPC'].includes((err as NodeJS.ErrnoException).code ?? '')) throw err;
+  }
 }

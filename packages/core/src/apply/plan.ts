@@ -65,6 +65,23 @@ export function planIsEmpty(p: ApplyPlan): boolean {
 
 const depth = (p: string) => p.split('/').length;
 
+/** PATH_MAX of Linux, counting the terminating NUL. */
+export const PATH_MAX = 4096;
+
+/** Every path must fit the platform's limits once joined to the target, checked before any change. */
+function checkPathLengths(root: string, paths: Iterable<string>): void {
+  const rootBytes = Buffer.byteLength(root);
+  for (const p of paths) {
+    const n = rootBytes + 1 + Buffer.byteLength(p);
+    if (n >= PATH_MAX) {
+      throw new KkError('UNSAFE_PATH', `${p.slice(0, 60)}... would be a ${n}-byte path in ${root}, longer than the system allows (${PATH_MAX - 1})`, {
+        hint: 'deploy to a shorter directory path, or shorten the paths in the build; nothing was changed',
+        details: { path: p, bytes: n },
+      });
+    }
+  }
+}
+
 export async function computePlan(args: {
   manifest: Manifest;
   tree: TargetTree;
@@ -80,7 +97,9 @@ export async function computePlan(args: {
   const wantedFiles = new Map(files.map((f) => [f.path, f]));
   const wantedDirs = new Map<string, number>();
   for (const d of manifest.dirs) if (!isIgnored(ig, d.path, true)) wantedDirs.set(d.path, d.mode);
-  for (const f of files) for (const p of parentsOf(f.path)) if (!wantedDirs.has(p)) wantedDirs.set(p, 0o755);
+  // Parents are implied: a directory or file listed without its parent still gets one.
+  for (const p of [...files.map((f) => f.path), ...wantedDirs.keys()]) for (const q of parentsOf(p)) if (!wantedDirs.has(q)) wantedDirs.set(q, 0o755);
+  checkPathLengths(args.root, [...wantedFiles.keys(), ...wantedDirs.keys()]);
 
   const plan: ApplyPlan = {
     write: [],
@@ -123,7 +142,7 @@ export async function computePlan(args: {
     const e = tree.entries.get(f.path);
     if (!e) {
       plan.write.push({ file: f, reason: 'add' });
-    } else if (e.kind === 'file' && plan.known.get(f.path) === f.sha256) {
+    } else if (e.kind === 'file' && e.size === f.size && plan.known.get(f.path) === f.sha256) {
       if ((e.mode & 0o7777) !== f.mode || e.mtimeMs !== f.mtime) plan.meta.push(f);
       else plan.unchanged++;
       continue;
@@ -154,7 +173,9 @@ export async function computePlan(args: {
   for (const [path, mode] of wantedDirs) {
     const e = tree.entries.get(path);
     if (e?.kind === 'dir') {
-      if (e.mode !== mode) plan.chmodDirs.push({ path, mode });
+      // A directory its owner cannot write is opened up while its entries change: the journal
+      // carries its mode so a replay after a crash closes it again.
+      if (e.mode !== mode || (mode & 0o700) !== 0o700) plan.chmodDirs.push({ path, mode });
     } else {
       plan.makeDirs.push({ path, mode });
     }

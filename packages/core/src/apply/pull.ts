@@ -1,14 +1,15 @@
 // Pull = mirror-apply (DESIGN 7): make a deploy directory hold exactly one version's files, in
 // place. Stage every new or changed file completely (seeded from local files where possible,
-// fetched from the store otherwise, every chunk verified), then commit through a journal.
-import { lstatSync, type Stats } from 'node:fs';
-import { mkdir, open, readdir, rm, stat, unlink } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+// fetched from the store otherwise, every chunk and every whole file verified), then commit
+// through a journal whose every change goes through no-follow directory handles.
+import { existsSync, lstatSync, statfsSync, type Stats } from 'node:fs';
+import { lstat, mkdir, open, readdir, realpath, rm, stat, unlink } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
 import { type Digest, digestHex } from '../digest.js';
 import { KkError } from '../errors.js';
 import type { Hasher, StageFileRequest } from '../hash/pool.js';
 import { makeDurable } from '../durability.js';
-import { type Manifest, fileChunks } from '../manifest.js';
+import { type Manifest, RESERVED_TOP_LEVEL, fileChunks } from '../manifest.js';
 import { assertAppName, assertProjectName, assertVersionSpec } from '../names.js';
 import { type ProgressCallback, phaseReporter } from '../progress.js';
 import { makeIgnore } from '../scan.js';
@@ -16,6 +17,7 @@ import { type Store, batches, forEachLimit } from '../store.js';
 import { type ApplyPlan, type PlanSummary, computePlan, planIsEmpty, summarizePlan } from './plan.js';
 import { type AppliedVersion, type PlacedFile, TargetState } from './target-state.js';
 import { type Journal, keepFile, mtimeArg, readJournal, runJournal, writeJournal } from './journal.js';
+import { TargetDirs } from './dirfd.js';
 import { walkTarget } from './walk.js';
 
 /** A store, or a function that opens one only when a chunk must come from it. */
@@ -33,10 +35,17 @@ export interface PullOptions {
   /** The deploy directory. */
   target: string;
   stateDir?: string;
-  /** gitignore-syntax patterns: matching paths in the target are never touched. */
+  /** gitignore-syntax patterns: matching paths in the target are never touched (with the version's own rules). */
   ignore?: string[];
   /** Allow taking over a non-empty directory kk has never managed. */
   adopt?: boolean;
+  /**
+   * Apply even when the directory holds another app, the version is empty, or the target path is
+   * a symlink that now leads elsewhere than the directory kk manages under it.
+   */
+  force?: boolean;
+  /** Drop an interrupted commit's journal and plan again from the directory as it is. */
+  repair?: boolean;
   /** Refuse (MAX_DELETE) when more files than this would be deleted. */
   maxDelete?: number;
   dryRun?: boolean;
@@ -46,9 +55,23 @@ export interface PullOptions {
   concurrency?: number;
   /** fsync staged files before the commit. Default true. */
   fsync?: boolean;
+  /** Versions before the current one whose replaced files are kept for offline rollback. Default 1. */
+  cacheVersions?: number;
+  /** Upper bound on the bytes the cache of replaced files holds by itself. Default unlimited (within cacheVersions). */
+  cacheMaxBytes?: number;
   onProgress?: ProgressCallback;
   /** Command name for the lock file. */
   command?: string;
+  /** Who pulls, reported to stores that keep an audit log. */
+  agent?: string;
+}
+
+/** Paths the ignore rules protect, and by which rule (`kk diff` shows them). */
+export interface Protection {
+  rules: { pattern: string; from: 'local' | 'version' }[];
+  /** Outermost protected paths found in the directory (a directory ends in `/`), at most 100. */
+  paths: { path: string; rule: string; from: 'local' | 'version' }[];
+  total: number;
 }
 
 export interface PullResult {
@@ -65,6 +88,7 @@ export interface PullResult {
   plan: PlanSummary;
   /** Paths by change. */
   paths: { added: string[]; changed: string[]; deleted: string[]; metaOnly: string[] };
+  protected: Protection;
   chunksFetched: number;
   /** Bytes received from the store (as stored, maybe compressed). */
   bytesFetched: number;
@@ -83,7 +107,7 @@ export interface PullResult {
 }
 
 /** The reserved in-target staging directory, used only when the state dir is on another device. */
-export const IN_TARGET_STAGING = '.kk-staging';
+export const IN_TARGET_STAGING = RESERVED_TOP_LEVEL;
 
 interface Seed {
   abs: string;
@@ -96,6 +120,36 @@ async function openStore(s: StoreSource | undefined): Promise<Store> {
   return typeof s === 'function' ? s() : s;
 }
 
+/**
+ * The deploy directory, resolved once: `given` as spelled (absolute), `real` with every symlink
+ * resolved (what state is keyed by), and whether it exists yet.
+ */
+export async function resolveTarget(path: string): Promise<{ given: string; real: string; exists: boolean }> {
+  const given = resolve(path);
+  try {
+    const real = await realpath(given);
+    if (!(await stat(real)).isDirectory()) {
+      throw new KkError('TARGET_CONFLICT', `${given} is not a directory`, { hint: 'give the deploy directory with --path' });
+    }
+    return { given, real, exists: true };
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  if (await lstat(given).then((s) => s.isSymbolicLink(), () => false)) {
+    throw new KkError('TARGET_CONFLICT', `${given} is a symlink to a directory that does not exist`, { hint: 'fix or remove the link, then pull again' });
+  }
+  // Not there yet: the real path of its nearest existing ancestor plus the rest.
+  let head = given;
+  const rest: string[] = [];
+  while (head !== dirname(head)) {
+    rest.unshift(basename(head));
+    head = dirname(head);
+    const real = await realpath(head).catch(() => undefined);
+    if (real) return { given, real: join(real, ...rest), exists: false };
+  }
+  return { given, real: given, exists: false };
+}
+
 /** Finish a commit that a killed run started. Returns whether there was one. */
 async function recover(state: TargetState): Promise<boolean> {
   const j = await readJournal(state.journalFile);
@@ -105,8 +159,61 @@ async function recover(state: TargetState): Promise<boolean> {
   // Stats of half-committed files are unknown: the next plan hashes instead of trusting them.
   await state.clearStat();
   await unlink(state.journalFile).catch(() => {});
-  await rm(j.stagingDir, { recursive: true, force: true });
+  await removeStaging(state);
   return true;
+}
+
+/** Staging left by this or an earlier run (killed, out of space): in the state dir, or in the target. */
+async function removeStaging(state: TargetState): Promise<void> {
+  await rm(state.stagingDir, { recursive: true, force: true });
+  if (!existsSync(state.target)) return;
+  const dirs = new TargetDirs(state.target);
+  try {
+    dirs.remove(IN_TARGET_STAGING);
+  } finally {
+    dirs.close();
+  }
+}
+
+const isNoSpace = (err: unknown) => {
+  const e = err as NodeJS.ErrnoException | undefined;
+  return e?.code === 'ENOSPC' || e?.code === 'EDQUOT' || /\bENOSPC\b|no space left on device/i.test(e?.message ?? '');
+};
+
+function mib(n: number): string {
+  return n >= 1024 * 1024 * 1024 ? `${(n / 1024 ** 3).toFixed(2)} GiB` : `${(n / 1024 / 1024).toFixed(1)} MiB`;
+}
+
+function freeBytes(dir: string): number | undefined {
+  try {
+    const s = statfsSync(dir);
+    return Number(s.bavail) * Number(s.bsize);
+  } catch {
+    return undefined;
+  }
+}
+
+function diskFull(where: string, need: number, cause?: unknown): KkError {
+  const free = freeBytes(where);
+  return new KkError('DISK_FULL', `not enough space to stage the version: it needs ${mib(need)} in ${where}${free === undefined ? '' : `, ${mib(free)} free`}`, {
+    hint: 'free space on that file system (or point --state-dir elsewhere), then pull again; the directory was not changed',
+    details: { where, bytesNeeded: need, ...(free === undefined ? {} : { bytesFree: free }) },
+    ...(cause ? { cause } : {}),
+  });
+}
+
+function protection(local: string[], version: string[], ignoredPaths: string[]): Protection {
+  const rules: Protection['rules'] = [
+    ...local.map((pattern) => ({ pattern, from: 'local' as const })),
+    ...version.filter((p) => !local.includes(p)).map((pattern) => ({ pattern, from: 'version' as const })),
+  ];
+  const one = rules.map((r) => ({ ...r, ig: makeIgnore([r.pattern]) }));
+  const paths: Protection['paths'] = [];
+  for (const p of ignoredPaths.slice(0, 100)) {
+    const r = one.find((x) => x.ig.ignores(p)) ?? one.find((x) => x.ig.ignores(p.replace(/\/$/, '')));
+    paths.push({ path: p, rule: r?.pattern ?? '', from: r?.from ?? 'local' });
+  }
+  return { rules, paths, total: ignoredPaths.length };
 }
 
 export async function pull(opts: PullOptions): Promise<PullResult> {
@@ -114,43 +221,91 @@ export async function pull(opts: PullOptions): Promise<PullResult> {
   assertProjectName(opts.project);
   assertAppName(opts.app);
   if (opts.version !== undefined) assertVersionSpec(opts.version);
-  const target = resolve(opts.target);
+  const { given, real: target, exists: existed } = await resolveTarget(opts.target);
   const state = new TargetState(target, opts.stateDir);
   const dryRun = !!opts.dryRun;
   const release = dryRun ? async () => {} : await state.lock(opts.command ?? 'pull');
+  let done = false;
   try {
-    const recovered = dryRun ? false : await recover(state);
+    // ---- finish or drop what an earlier run left ----
+    let recovered = false;
+    let repaired = false;
+    if (!dryRun) {
+      if (opts.repair && (await readJournal(state.journalFile))) {
+        await unlink(state.journalFile);
+        await state.clearStat();
+        repaired = true;
+      } else {
+        recovered = await recover(state);
+      }
+      await removeStaging(state);
+    }
 
     // ---- what to apply ----
     let manifest: Manifest;
     let digest: Digest;
-    let store: Store | undefined;
+    let opened: Store | undefined;
+    const getStore = async () => (opened ??= await openStore(opts.store));
     if (opts.manifest) {
       ({ manifest, digest } = opts.manifest);
     } else {
-      store = await openStore(opts.store);
+      const store = await getStore();
       const info = await store.resolveVersion(opts.project, opts.app, opts.version ?? 'latest');
       digest = info.manifest;
       manifest = (await state.loadManifest(digest)) ?? (await store.getManifest(digest));
+      if (manifest.version !== info.version) {
+        throw new KkError('MANIFEST_INVALID', `manifest ${digest} is of version ${JSON.stringify(manifest.version)}, but the store's ref ${info.project}/${info.app}/${info.version} names it`, {
+          hint: 'the store is damaged or not trustworthy; nothing was changed',
+          details: { digest, ref: info.version, manifestVersion: manifest.version },
+        });
+      }
     }
     if (manifest.project !== opts.project || manifest.app !== opts.app) {
       throw new KkError('MANIFEST_INVALID', `manifest ${digest} is ${manifest.project}/${manifest.app}, not ${opts.project}/${opts.app}`);
     }
 
-    // ---- plan ----
-    const exists = await stat(target).then((s) => s.isDirectory(), () => false);
-    if (!exists && !dryRun) await mkdir(target, { recursive: true });
-    const ig = makeIgnore(opts.ignore);
-    const tree = exists || !dryRun ? walkTarget(target, ig, new Set([IN_TARGET_STAGING])) : { entries: new Map(), ignored: 0 };
+    // ---- refusals: another directory behind the same link, another app, an empty version ----
+    if (given !== target && !opts.force) {
+      const link = await state.readLink(given);
+      if (link && link.real !== target && (await new TargetState(link.real, opts.stateDir).read())) {
+        throw new KkError('TARGET_CONFLICT', `${given} now leads to ${target}, but kk manages it as ${link.real}`, {
+          hint: `point the link back at ${link.real}, or pass --force to deploy to ${target}`,
+          details: { path: given, real: target, managed: link.real },
+        });
+      }
+    }
     const prior = await state.read();
-    if (!prior && tree.entries.size > 0 && !opts.adopt) {
+    const current = prior?.history[0];
+    if (current && (current.project !== opts.project || current.app !== opts.app) && !opts.force) {
+      throw new KkError('TARGET_CONFLICT', `${target} holds ${current.project}/${current.app} ${current.version}, not ${opts.project}/${opts.app}`, {
+        hint: 'pull into the directory of this app, or pass --force to replace the other app there',
+        details: { target, holds: { project: current.project, app: current.app, version: current.version } },
+      });
+    }
+
+    // ---- plan ----
+    const exists = existed || (await stat(target).then((s) => s.isDirectory(), () => false));
+    if (!exists && !dryRun) await mkdir(target, { recursive: true });
+    const versionRules = manifest.ignore ?? [];
+    const localRules = opts.ignore ?? [];
+    const ig = makeIgnore([...localRules, ...versionRules]);
+    const tree = exists || !dryRun ? walkTarget(target, ig, new Set([IN_TARGET_STAGING])) : { entries: new Map(), ignored: 0, ignoredPaths: [] };
+    if (!prior && !repaired && tree.entries.size > 0 && !opts.adopt) {
       throw new KkError('TARGET_NOT_MANAGED', `${target} is not empty and kk has never deployed to it`, {
         hint: 'pull into an empty directory, or pass --adopt to take it over (files the version lacks will be deleted)',
         details: { target, entries: tree.entries.size },
       });
     }
+    if (manifest.files.length === 0 && tree.entries.size > 0 && !opts.force) {
+      throw new KkError('TARGET_CONFLICT', `${manifest.project}/${manifest.app} ${manifest.version} is empty: applying it would empty ${target}`, {
+        hint: 'check the version (kk manifest); pass --force if the directory should really be emptied',
+        details: { target, version: manifest.version },
+      });
+    }
     const placed = await state.readStat();
     const plan = await computePlan({ manifest, tree, root: target, ig, placed, verify: !!opts.verify, hasher: opts.hasher });
+    const rootMode = exists ? (await stat(target)).mode & 0o7777 : 0o755;
+    if ((rootMode & 0o700) !== 0o700) plan.chmodDirs.push({ path: '', mode: rootMode });
     if (opts.maxDelete !== undefined && plan.deleteFiles.length > opts.maxDelete) {
       throw new KkError('MAX_DELETE', `applying ${manifest.version} would delete ${plan.deleteFiles.length} files in ${target}, more than the limit of ${opts.maxDelete}`, {
         hint: 'check the target and version (kk diff), then raise --max-delete if this is intended',
@@ -173,6 +328,7 @@ export async function pull(opts: PullOptions): Promise<PullResult> {
       bytesSeeded: 0,
       bytesHashed: plan.bytesHashed,
       paths: { added: [], changed: [], deleted: [], metaOnly: [] },
+      protected: protection(localRules, versionRules, tree.ignoredPaths),
       recovered,
       durationMs: 0,
     };
@@ -186,34 +342,61 @@ export async function pull(opts: PullOptions): Promise<PullResult> {
     };
     if (dryRun) {
       result.durationMs = Math.round(performance.now() - t0);
+      done = true;
       return result;
     }
-    if (result.upToDate && previous?.manifest === digest && !recovered && plan.bytesHashed === 0) {
-      // Nothing to write and nothing new to record: leave the directory and the state alone.
+    const applied: AppliedVersion = { project: opts.project, app: opts.app, version: manifest.version, manifest: digest, appliedAt: new Date().toISOString() };
+    if (opts.ignore?.length) applied.ignore = opts.ignore;
+    const finish = async () => {
+      if (given !== target) await state.writeLink(given);
+      if (opened) await opened.recordPull({ project: opts.project, app: opts.app, version: manifest.version, manifest: digest, agent: opts.agent ?? '', upToDate: result.upToDate });
       result.durationMs = Math.round(performance.now() - t0);
+      done = true;
       return result;
+    };
+    if (result.upToDate && previous?.manifest === digest && !recovered && !repaired && plan.bytesHashed === 0) {
+      // Nothing to write and nothing new to record: leave the directory and the state alone.
+      return await finish();
     }
 
     // ---- stage ----
     await mkdir(state.dir, { recursive: true });
     const sameDevice = (await stat(state.dir)).dev === (await stat(target)).dev;
-    const stagingDir = sameDevice ? state.stagingDir : join(target, IN_TARGET_STAGING);
-    await rm(stagingDir, { recursive: true, force: true });
-    await mkdir(stagingDir, { recursive: true, mode: 0o700 });
-    const history = await loadHistoryManifests(state, prior?.history ?? []);
-    const cached = sameDevice ? new Set(await readdir(state.cacheDir).catch(() => [] as string[])) : new Set<string>();
-    const seeds = buildSeedIndex(target, plan, manifest, history, sameDevice ? { dir: state.cacheDir, names: cached } : undefined, tree);
-    await stageFiles(plan, stagingDir, seeds, { ...opts, store: store ?? opts.store }, result, manifest.deltas ?? {});
+    const stagingReal = sameDevice ? state.stagingDir : join(target, IN_TARGET_STAGING);
+    const need = plan.bytesToWrite + plan.write.length * 4096;
+    const free = freeBytes(sameDevice ? state.dir : target);
+    if (free !== undefined && need > free) throw diskFull(stagingReal, need);
+    // In the target, staging is reached through a no-follow handle, never by its name.
+    const stagingDirs = sameDevice ? undefined : new TargetDirs(target);
+    let history: Manifest[] = [];
+    try {
+      let stagingDir = stagingReal;
+      if (stagingDirs) {
+        stagingDirs.dir(IN_TARGET_STAGING, true);
+        stagingDir = stagingDirs.handle(IN_TARGET_STAGING);
+      } else {
+        await mkdir(stagingDir, { recursive: true, mode: 0o700 });
+      }
+      history = await loadHistoryManifests(state, prior?.history ?? []);
+      const cached = sameDevice ? new Set(await readdir(state.cacheDir).catch(() => [] as string[])) : new Set<string>();
+      const seeds = buildSeedIndex(target, plan, manifest, history, sameDevice ? { dir: state.cacheDir, names: cached } : undefined, tree);
+      await stageFiles(plan, stagingDir, seeds, { ...opts, store: getStore }, result, manifest.deltas ?? {}, sameDevice ? state.dir : target);
+      await state.saveManifest(manifest);
+      if (sameDevice) await mkdir(state.cacheDir, { recursive: true });
+    } catch (err) {
+      stagingDirs?.close();
+      await removeStaging(state).catch(() => {});
+      if (isNoSpace(err)) throw diskFull(stagingReal, need, err);
+      throw err;
+    }
+    stagingDirs?.close();
 
     // ---- commit ----
-    const applied: AppliedVersion = { project: opts.project, app: opts.app, version: manifest.version, manifest: digest, appliedAt: new Date().toISOString() };
-    if (opts.ignore?.length) applied.ignore = opts.ignore;
-    await state.saveManifest(manifest);
     const journal: Journal = {
-      format: 'kk-journal/1',
+      format: 'kk-journal/2',
       target,
       applied,
-      stagingDir,
+      stagingDir: stagingReal,
       unlink: plan.deleteFiles,
       rmdir: plan.deleteDirs,
       mkdir: plan.makeDirs,
@@ -222,14 +405,19 @@ export async function pull(opts: PullOptions): Promise<PullResult> {
       chmodDirs: plan.chmodDirs,
     };
     opts.onProgress?.({ phase: 'commit', done: 0, total: journal.rename.length, bytesDone: 0, bytesTotal: 0 });
-    if (sameDevice) await mkdir(state.cacheDir, { recursive: true });
-    await writeJournal(state.journalFile, journal);
+    try {
+      await writeJournal(state.journalFile, journal);
+    } catch (err) {
+      await removeStaging(state).catch(() => {});
+      if (isNoSpace(err)) throw diskFull(state.dir, 4096, err);
+      throw err;
+    }
     const touched = runJournal(target, journal, {
       // Keep replaced files (hard links, free) so rollback needs no network.
       beforeReplace: sameDevice
-        ? (p) => {
+        ? (p, at) => {
             const sha = plan.known.get(p);
-            if (sha) keepFile(join(target, p), join(state.cacheDir, digestHex(sha)));
+            if (sha) keepFile(at, join(state.cacheDir, digestHex(sha)));
           }
         : undefined,
     });
@@ -237,11 +425,14 @@ export async function pull(opts: PullOptions): Promise<PullResult> {
     await state.writeStat(placedStats(target, manifest, plan, tree, placed));
     await state.recordApplied(applied);
     await unlink(state.journalFile);
-    await rm(stagingDir, { recursive: true, force: true });
-    if (sameDevice) await pruneFileCache(state.cacheDir, history);
-    result.durationMs = Math.round(performance.now() - t0);
-    return result;
+    await removeStaging(state);
+    if (sameDevice) await pruneFileCache(state, opts);
+    return await finish();
   } finally {
+    if (!done && !dryRun && !(await state.read().catch(() => undefined)) && !existsSync(state.journalFile)) {
+      // A failed first pull leaves no state behind (only the lock, released below).
+      await rm(state.dir, { recursive: true, force: true }).catch(() => {});
+    }
     await release();
   }
 }
@@ -309,6 +500,7 @@ async function stageFiles(
   opts: PullOptions,
   result: PullResult,
   deltas: Record<string, Digest>,
+  fsRoot: string,
 ): Promise<void> {
   const { hasher } = opts;
   const concurrency = opts.concurrency ?? 8;
@@ -373,10 +565,16 @@ async function stageFiles(
       res.forEach((r, j) => {
         const req = pending[j]!;
         if (r.ok) {
-          if (r.seeded) {
-            result.chunksSeeded++;
-            result.bytesSeeded += req.size;
-          } else if (r.fromDelta) {
+          if (r.seeded || req.size === 0) {
+            if (r.seeded) {
+              result.chunksSeeded++;
+              result.bytesSeeded += req.size;
+            }
+            // Copied locally, not fetched: it leaves the fetch total instead of adding to it.
+            progress.skip(1, req.size);
+            return;
+          }
+          if (r.fromDelta) {
             result.chunksFromDeltas++;
             result.bytesFetchedRaw += req.size;
           }
@@ -416,7 +614,7 @@ async function stageFiles(
       if (r.ok) {
         result.chunksSeeded++;
         result.bytesSeeded += t.size;
-        progress.add(0, t.size);
+        progress.skip(0, t.size);
         return;
       }
     }
@@ -440,14 +638,24 @@ async function stageFiles(
       progress.add(0, size);
     }
   });
-  for (let k = 0; k < large.length; k += 256) {
-    const part = large.slice(k, k + 256);
+  // Every chunk was verified; the whole file is too, against its own digest (issue 10 item 20).
+  await forEachLimit(batches(large, (i) => plan.write[i]!.file.size, 256 * 1024 * 1024, 64), hasher.threads, async (part) => {
+    const sums = await hasher.sha256Files(part.map(stagedPath));
+    sums.forEach((r, j) => {
+      const f = plan.write[part[j]!]!.file;
+      if (!('sha256' in r) || r.sha256 !== f.sha256 || r.size !== f.size) {
+        throw new KkError('CHUNK_CORRUPT', `${f.path}: its chunks verify but the assembled file does not match its sha256 ${f.sha256}`, {
+          hint: 'the manifest is wrong for this file: re-push the version from its build; nothing was changed',
+          details: { path: f.path, expected: f.sha256, actual: 'sha256' in r ? r.sha256 : r.reason },
+        });
+      }
+    });
     await hasher.finishFiles(part.map((i) => ({ dst: stagedPath(i), mode: plan.write[i]!.file.mode, mtime: mtimeArg(plan.write[i]!.file.mtime) })));
     progress.add(part.length, 0);
-  }
+  });
 
   // Durable before anything is renamed into place: one syncfs rather than an fsync per file.
-  if ((opts.fsync ?? true) && plan.write.length) await makeDurable(stagingDir, plan.write.map((_, i) => stagedPath(i)));
+  if ((opts.fsync ?? true) && plan.write.length) await makeDurable(fsRoot, plan.write.map((_, i) => stagedPath(i)));
   progress.end();
 }
 
@@ -485,19 +693,52 @@ function placedStats(
   return out;
 }
 
-/** Keep files of the last few versions only. */
-async function pruneFileCache(cacheDir: string, history: Manifest[]): Promise<void> {
+/**
+ * The cache of replaced files has a budget (issue 10 item 7): files of the `cacheVersions`
+ * versions before the current one, and within `cacheMaxBytes` of space held by the cache alone
+ * (hard links still in the directory cost nothing), the oldest dropped first.
+ */
+async function pruneFileCache(state: TargetState, opts: Pick<PullOptions, 'cacheVersions' | 'cacheMaxBytes'>): Promise<void> {
+  const s = await state.read();
+  const current = s?.history[0];
+  const keepVersions = Math.max(0, opts.cacheVersions ?? 1);
+  const keepManifests = new Set<string>();
+  for (const h of s?.history ?? []) {
+    if (keepManifests.size >= keepVersions) break;
+    if (h.manifest !== current?.manifest) keepManifests.add(h.manifest);
+  }
   const keep = new Set<string>();
-  for (const m of history) for (const f of m.files) keep.add(digestHex(f.sha256));
-  const names = await readdir(cacheDir).catch(() => [] as string[]);
+  for (const d of keepManifests) {
+    const m = await state.loadManifest(d as Digest).catch(() => undefined);
+    for (const f of m?.files ?? []) keep.add(digestHex(f.sha256));
+  }
+  const names = await readdir(state.cacheDir).catch(() => [] as string[]);
+  const kept: { name: string; size: number; ctimeMs: number }[] = [];
   await forEachLimit(names, 16, async (n) => {
-    if (!keep.has(n)) await unlink(join(cacheDir, n)).catch(() => {});
+    const abs = join(state.cacheDir, n);
+    if (!keep.has(n)) {
+      await unlink(abs).catch(() => {});
+      return;
+    }
+    const st = await lstat(abs).catch(() => undefined);
+    if (st && st.nlink <= 1) kept.push({ name: n, size: st.size, ctimeMs: st.ctimeMs });
   });
+  if (opts.cacheMaxBytes === undefined) return;
+  let total = kept.reduce((a, k) => a + k.size, 0);
+  kept.sort((a, b) => a.ctimeMs - b.ctimeMs);
+  for (const k of kept) {
+    if (total <= opts.cacheMaxBytes) break;
+    await unlink(join(state.cacheDir, k.name)).catch(() => {});
+    total -= k.size;
+  }
 }
 
 export interface RollbackOptions extends Omit<PullOptions, 'version' | 'manifest' | 'project' | 'app'> {
   /** Version to return to; default the one applied before the current. */
   to?: string;
+  /** When given, the directory must hold this project's app (the shape of push and pull). */
+  project?: string;
+  app?: string;
 }
 
 /**
@@ -505,11 +746,19 @@ export interface RollbackOptions extends Omit<PullOptions, 'version' | 'manifest
  * seeding) so the common case needs no network.
  */
 export async function rollback(opts: RollbackOptions): Promise<PullResult> {
-  const state = new TargetState(opts.target, opts.stateDir);
+  if (opts.project !== undefined) assertProjectName(opts.project);
+  if (opts.app !== undefined) assertAppName(opts.app);
+  const state = new TargetState((await resolveTarget(opts.target)).real, opts.stateDir);
   const s = await state.read();
   const current = s?.history[0];
   if (!s || !current) {
     throw new KkError('NOTHING_TO_ROLLBACK', `kk has not deployed anything to ${state.target}`, { hint: 'pull a version first' });
+  }
+  if ((opts.project !== undefined && opts.project !== current.project) || (opts.app !== undefined && opts.app !== current.app)) {
+    throw new KkError('TARGET_CONFLICT', `${state.target} holds ${current.project}/${current.app}, not ${opts.project ?? current.project}/${opts.app ?? current.app}`, {
+      hint: 'check --path: rollback puts back an earlier version of the app that directory holds',
+      details: { target: state.target, holds: { project: current.project, app: current.app } },
+    });
   }
   const entry = opts.to
     ? s.history.find((h) => h.version === opts.to)
@@ -523,8 +772,9 @@ export async function rollback(opts: RollbackOptions): Promise<PullResult> {
   if (!manifest) manifest = await (await openStore(opts.store)).getManifest(entry.manifest);
   // The ignore rules the directory was last applied with keep protecting the same paths.
   const ignore = opts.ignore ?? current.ignore;
+  const { to: _to, project: _p, app: _a, ...rest } = opts;
   return pull({
-    ...opts,
+    ...rest,
     ...(ignore ? { ignore } : {}),
     project: entry.project,
     app: entry.app,
@@ -535,7 +785,7 @@ export async function rollback(opts: RollbackOptions): Promise<PullResult> {
 
 /** What kk knows about a deploy directory: its history and the apply lock holder. */
 export async function targetStatus(target: string, stateDir?: string) {
-  const state = new TargetState(target, stateDir);
+  const state = new TargetState((await resolveTarget(target)).real, stateDir);
   const s = await state.read();
   return {
     target: state.target,
@@ -545,6 +795,8 @@ export async function targetStatus(target: string, stateDir?: string) {
     history: s?.history ?? [],
     lock: await state.lockHolder(),
     interrupted: !!(await readJournal(state.journalFile)),
+    /** The cache of replaced files kept for offline rollback. */
+    cache: await state.cacheUsage(),
   };
 }
 

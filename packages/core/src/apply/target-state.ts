@@ -2,7 +2,7 @@
 // copies of those manifests, the stat cache, the apply lock, the commit journal, the staging
 // area and a cache of files replaced by later versions (for offline rollback).
 import { hostname } from 'node:os';
-import { mkdir, open, readFile, rm, stat, unlink } from 'node:fs/promises';
+import { lstat, mkdir, open, readFile, readdir, rm, stat, unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { type Digest, digestHex } from '../digest.js';
 import { KkError } from '../errors.js';
@@ -36,15 +36,54 @@ export interface PlacedFile {
 
 const HISTORY = 20;
 
+/** A deploy path reached through a symlink: the real directory kk manages under that spelling. */
+export interface LinkRecord {
+  path: string;
+  real: string;
+}
+
 export class TargetState {
   readonly dir: string;
+  readonly root: string;
 
+  /** `target` is the real path of the deploy directory (state is keyed by it, issue 10 item 14). */
   constructor(
     readonly target: string,
     stateRoot?: string,
   ) {
     this.target = resolve(target);
-    this.dir = join(stateRoot ? resolve(stateRoot) : defaultStateRoot(), 'targets', pathKey(this.target));
+    this.root = stateRoot ? resolve(stateRoot) : defaultStateRoot();
+    this.dir = join(this.root, 'targets', pathKey(this.target));
+  }
+
+  private linkFile(spelling: string): string {
+    return join(this.root, 'links', `${pathKey(spelling)}.json`);
+  }
+
+  /** Which real directory the path `spelling` led to when kk last applied through it. */
+  async readLink(spelling: string): Promise<LinkRecord | undefined> {
+    const r = await readJsonFile<LinkRecord>(this.linkFile(spelling));
+    return r && r.path === spelling && typeof r.real === 'string' ? r : undefined;
+  }
+
+  async writeLink(spelling: string): Promise<void> {
+    const r: LinkRecord = { path: spelling, real: this.target };
+    await writeFileAtomic(this.linkFile(spelling), JSON.stringify(r));
+  }
+
+  /** The cache of replaced files: how many, and the bytes only the cache holds (not hard links into the directory). */
+  async cacheUsage(): Promise<{ files: number; bytes: number; bytesShared: number }> {
+    let files = 0;
+    let bytes = 0;
+    let bytesShared = 0;
+    for (const n of await readdir(this.cacheDir).catch(() => [] as string[])) {
+      const st = await lstat(join(this.cacheDir, n)).catch(() => undefined);
+      if (!st?.isFile()) continue;
+      files++;
+      if (st.nlink > 1) bytesShared += st.size;
+      else bytes += st.size;
+    }
+    return { files, bytes, bytesShared };
   }
 
   get stagingDir(): string {

@@ -25,7 +25,8 @@ export interface VerifyResult {
 
 export async function verifyTarget(opts: { target: string; manifest: Manifest; hasher: Hasher; ignore?: string[] }): Promise<VerifyResult> {
   const target = resolve(opts.target);
-  const ig = makeIgnore(opts.ignore);
+  // The version's own ignore rules protect host paths as pull does.
+  const ig = makeIgnore([...(opts.ignore ?? []), ...(opts.manifest.ignore ?? [])]);
   const tree = walkTarget(target, ig, new Set([IN_TARGET_STAGING]));
   const problems: VerifyProblem[] = [];
   const m = opts.manifest;

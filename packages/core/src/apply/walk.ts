@@ -15,11 +15,16 @@ export interface TargetTree {
   entries: Map<string, TargetEntry>;
   /** Ignored paths found (never touched). */
   ignored: number;
+  /** The outermost ignored paths (at most MAX_LISTED), for `kk diff` to say what protects what. */
+  ignoredPaths: string[];
 }
+
+const MAX_LISTED = 1000;
 
 export function walkTarget(root: string, ig: Ignore, reserved: ReadonlySet<string>): TargetTree {
   const entries = new Map<string, TargetEntry>();
   let ignored = 0;
+  const ignoredPaths: string[] = [];
   function visit(rel: string): boolean {
     let keepsIgnored = false;
     const names = readdirSync(rel ? join(root, rel) : root, { withFileTypes: true });
@@ -28,6 +33,7 @@ export function walkTarget(root: string, ig: Ignore, reserved: ReadonlySet<strin
       if (!rel && reserved.has(d.name)) continue;
       if (isIgnored(ig, path, d.isDirectory())) {
         ignored++;
+        if (ignoredPaths.length < MAX_LISTED) ignoredPaths.push(d.isDirectory() ? `${path}/` : path);
         keepsIgnored = true;
         continue;
       }
@@ -49,5 +55,5 @@ export function walkTarget(root: string, ig: Ignore, reserved: ReadonlySet<strin
     return keepsIgnored;
   }
   visit('');
-  return { entries, ignored };
+  return { entries, ignored, ignoredPaths };
 }

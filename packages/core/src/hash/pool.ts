@@ -36,6 +36,8 @@ export interface Hasher {
   copyChunk(src: string, srcOffset: number, size: number, digest: Digest, dst: string, offset: number): Promise<{ ok: true } | Failure>;
   /** Create and fill whole single-chunk files (staging), verified, with mode and mtime set. */
   stageFiles(files: StageFileRequest[]): Promise<StageFileResult[]>;
+  /** SHA-256 of whole files, streamed; a failure is returned per file. */
+  sha256Files(paths: string[]): Promise<({ size: number; sha256: Digest } | Failure)[]>;
   /** Set mode and mtime (seconds) of staged files. */
   finishFiles(files: { dst: string; mode: number; mtime: number }[]): Promise<void>;
   /** Deltas of new chunks against base chunks; null where a delta would not pay. */
@@ -141,6 +143,7 @@ export function createHasher(opts: HasherOptions = {}): Hasher {
     copyChunk: (src, srcOffset, size, digest, dst, offset) =>
       pool.run({ src, srcOffset, size, digest, dst, offset }, { name: 'copyChunk' }),
     stageFiles: (files) => pool.run({ files }, { name: 'stageFiles' }),
+    sha256Files: (paths) => run('sha256Files', { paths }),
     finishFiles: async (files) => {
       await pool.run({ files }, { name: 'finishFiles' });
     },

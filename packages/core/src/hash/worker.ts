@@ -364,6 +364,17 @@ export function chunkSegment(req: {
   }
 }
 
+/** SHA-256 of whole files (staged files checked before a commit); a failure per file. */
+export function sha256Files(req: { paths: string[] }): ({ size: number; sha256: WorkerDigest } | Failure)[] {
+  return req.paths.map((path) => {
+    try {
+      return sha256File({ path });
+    } catch (err) {
+      return { ok: false, reason: (err as Error).message };
+    }
+  });
+}
+
 /** SHA-256 of a whole file, streamed. */
 export function sha256File(req: { path: string }): { size: number; sha256: WorkerDigest } {
   if (!readBuf) readBuf = Buffer.allocUnsafe(8 * 1024 * 1024);
