@@ -21,6 +21,8 @@ export interface FileDriverOptions {
 }
 
 const STAT_CONCURRENCY = 64;
+/** ENOENT retries of mkdir + write when another process keeps removing the directory. */
+const MKDIR_RETRIES = 50;
 
 export function createFileDriver(opts: FileDriverOptions) {
   if (!path.isAbsolute(opts.root)) throw new TypeError(`file store root must be an absolute path, got "${opts.root}"`);
@@ -41,23 +43,59 @@ export function createFileDriver(opts: FileDriverOptions) {
   let dirty = new Set<string>();
   let flushing: Promise<void> | undefined;
 
+  // Deletes remove the directories they empty; a writer may be creating one of them at that
+  // moment. Within this process the two never interleave: a writer marks its directory and
+  // every ancestor as in use until its object is in place, a delete never rmdirs a marked
+  // directory, and a writer waits for an rmdir already under way before its mkdir. Another
+  // process on the same root can still rmdir under us: then mkdir or the write fails with
+  // ENOENT and is retried from the mkdir (an rmdir only wins against an empty directory, so
+  // every retry makes progress unless a deleter empties the same directory again at once).
+  const inUse = new Map<string, number>();
+  const removing = new Map<string, Promise<unknown>>();
+
+  function ancestors(dir: string): string[] {
+    const out: string[] = [];
+    for (let d = dir; d !== root && d.startsWith(root); d = path.dirname(d)) out.push(d);
+    return out;
+  }
+
+  /** Run `write` with `dir` and its ancestors protected from this process's deletes. */
+  async function inDir<T>(dir: string, write: () => Promise<T>): Promise<T> {
+    const dirs = ancestors(dir);
+    for (const d of dirs) inUse.set(d, (inUse.get(d) ?? 0) + 1);
+    try {
+      for (const d of dirs) {
+        const p = removing.get(d);
+        if (p) await p;
+      }
+      return await write();
+    } finally {
+      for (const d of dirs) {
+        const n = inUse.get(d)! - 1;
+        if (n) inUse.set(d, n);
+        else inUse.delete(d);
+      }
+    }
+  }
+
   /** Writes `data` to a fresh temp file next to `file` and returns the temp file's path. */
   async function writeTemp(file: string, data: Uint8Array): Promise<string> {
     const dir = path.dirname(file);
-    // A concurrent delete may rmdir the parent before the temp file lands in it: make it again.
     for (let attempt = 0; ; attempt++) {
-      if (!knownDirs.has(dir)) {
-        await fs.mkdir(dir, { recursive: true });
-        knownDirs.add(dir);
-      }
       const tmp = path.join(dir, TEMP_PREFIX + randomBytes(8).toString('hex'));
       try {
+        if (!knownDirs.has(dir)) {
+          await fs.mkdir(dir, { recursive: true });
+          knownDirs.add(dir);
+        }
         await fs.writeFile(tmp, data, { flag: 'wx' });
         return tmp;
       } catch (err) {
         await fs.rm(tmp, { force: true }).catch(() => {});
-        if (errnoOf(err) === 'ENOENT' && attempt < 5) {
-          knownDirs.delete(dir);
+        knownDirs.delete(dir);
+        // Another process removed a parent between our mkdir and our write: make it again.
+        if (errnoOf(err) === 'ENOENT' && attempt < MKDIR_RETRIES) {
+          if (attempt > 2) await new Promise((r) => setTimeout(r, Math.min(50, attempt * 2)));
           continue;
         }
         throw err;
@@ -169,14 +207,17 @@ export function createFileDriver(opts: FileDriverOptions) {
     async put(key: string, data: Uint8Array) {
       const file = fileOf(key);
       try {
-        const tmp = await writeTemp(file, data);
-        try {
-          await fs.rename(tmp, file);
-          written(file);
-        } catch (err) {
-          await fs.rm(tmp, { force: true });
-          throw err;
-        }
+        await inDir(path.dirname(file), async () => {
+          // The temp file keeps the directory non-empty, so nobody can rmdir it before the rename.
+          const tmp = await writeTemp(file, data);
+          try {
+            await fs.rename(tmp, file);
+            written(file);
+          } catch (err) {
+            await fs.rm(tmp, { force: true });
+            throw err;
+          }
+        });
       } catch (err) {
         throw backendError('put', key, err);
       }
@@ -187,17 +228,19 @@ export function createFileDriver(opts: FileDriverOptions) {
       try {
         // Large objects are checked first so a lost race costs a stat, not a write.
         if (data.length > 4 * 1024 * 1024 && (await exists(file))) return false;
-        const tmp = await writeTemp(file, data);
-        try {
-          await fs.link(tmp, file);
-          written(file);
-          return true;
-        } catch (err) {
-          if (errnoOf(err) === 'EEXIST') return false;
-          throw err;
-        } finally {
-          await fs.rm(tmp, { force: true });
-        }
+        return await inDir(path.dirname(file), async () => {
+          const tmp = await writeTemp(file, data);
+          try {
+            await fs.link(tmp, file);
+            written(file);
+            return true;
+          } catch (err) {
+            if (errnoOf(err) === 'EEXIST') return false;
+            throw err;
+          } finally {
+            await fs.rm(tmp, { force: true });
+          }
+        });
       } catch (err) {
         throw backendError('putIfAbsent', key, err);
       }
@@ -211,12 +254,19 @@ export function createFileDriver(opts: FileDriverOptions) {
       } catch (err) {
         if (!isMissing(err) && errnoOf(err) !== 'EISDIR') throw backendError('delete', key, err);
       }
-      // Best effort: empty "directories" would otherwise linger in listChildren.
-      for (let dir = path.dirname(file); dir !== root; dir = path.dirname(dir)) {
+      // Best effort: empty "directories" would otherwise linger in listChildren. Never one a
+      // writer of this process is using (see inDir); rmdir itself refuses a non-empty one.
+      for (const dir of ancestors(path.dirname(file))) {
+        if (inUse.has(dir) || removing.has(dir)) break;
+        const p = fs.rmdir(dir);
+        removing.set(dir, p.catch(() => {}));
         try {
-          await fs.rmdir(dir);
+          await p;
+          knownDirs.delete(dir);
         } catch {
           break;
+        } finally {
+          removing.delete(dir);
         }
       }
     },

@@ -7,7 +7,7 @@ import { hostname, userInfo } from 'node:os';
 import { StringDecoder } from 'node:string_decoder';
 import { Pool } from 'undici';
 import { ERROR_CODES, KkError, type KkErrorCode, withRetry } from '@kk/core';
-import type { ByteRange, DriverCapabilities, ObjectInfo, PruneDriver, WriteDriver } from '@kk/core';
+import type { ByteRange, DriverCapabilities, ObjectInfo, PruneDriver, PullRecord, WriteDriver } from '@kk/core';
 import { checkKey, checkPrefix } from './keys.js';
 
 export interface HttpDriverOptions {
@@ -159,6 +159,18 @@ export function createHttpDriver(opts: HttpDriverOptions): WriteDriver | PruneDr
 
     async delete(key: string) {
       await exchange('DELETE', pathOf(key), { ok: [200, 204, 404] });
+    },
+
+    /** A completed pull, for the server's audit log and `pull` event (`POST /api/v1/pulls`). */
+    async recordPull(event: PullRecord) {
+      await json('POST', `${API}/pulls`, {
+        project: event.project,
+        app: event.app,
+        version: event.version,
+        manifest: event.manifest,
+        agent: event.agent,
+        up_to_date: event.upToDate,
+      });
     },
 
     async close() {

@@ -98,6 +98,46 @@ describe('file driver', () => {
   });
 });
 
+describe('file driver under concurrency (issue 10 item 1)', () => {
+  let root: string;
+  beforeEach(async () => {
+    root = await freshRoot();
+  });
+  afterEach(async () => {
+    await rm(root, { recursive: true, force: true });
+  });
+
+  // Writers and deleters on sibling keys: every delete may empty and rmdir the parents that a
+  // writer on a sibling key is creating. Two driver instances share the root, as two server
+  // processes on one store would (neither knows the other's directories). Bounded by count.
+  it('many writers and deleters on sibling keys: every write lands, no error', async () => {
+    const a = createFileDriver({ root, fsync: false });
+    const b = createFileDriver({ root, fsync: false });
+    const LANES = 16;
+    const ROUNDS = 150;
+    const errors: unknown[] = [];
+    const lane = async (i: number) => {
+      const d = i % 2 ? a : b;
+      for (let r = 0; r < ROUNDS; r++) {
+        const key = `deep/${r % 3}/dir/k${i}`;
+        try {
+          if (r % 2) await d.put(key, Buffer.from(`${i}.${r}`));
+          else expect(await d.putIfAbsent(key, Buffer.from(`${i}.${r}`))).toBe(true);
+          expect((await d.get(key))?.toString()).toBe(`${i}.${r}`);
+          await d.delete(key);
+        } catch (err) {
+          errors.push(err);
+        }
+      }
+      await d.put(`deep/0/dir/final${i}`, Buffer.from(String(i)));
+    };
+    await Promise.all(Array.from({ length: LANES }, (_, i) => lane(i)));
+    expect(errors.map(String).slice(0, 3)).toEqual([]);
+    expect(await filesUnder(root)).toEqual(Array.from({ length: LANES }, (_, i) => `deep/0/dir/final${i}`).sort());
+    for (let i = 0; i < LANES; i++) expect((await readFile(path.join(root, 'deep', '0', 'dir', `final${i}`), 'utf8'))).toBe(String(i));
+  });
+});
+
 function writable(driver: Driver): WriteDriver {
   if (!isWriteDriver(driver)) throw new Error(`${driver.name} driver is read-only`);
   return driver;

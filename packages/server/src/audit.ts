@@ -40,20 +40,71 @@ const PREFIX = 'server/audit/';
 let seq = 0;
 
 export class AuditLog {
-  constructor(private readonly store: Store) {}
+  /** Entries the store refused, retried in the background (same key: a retry never duplicates). */
+  private backlog: { key: string; bytes: Buffer }[] = [];
+  private timer: NodeJS.Timeout | undefined;
 
-  async record(entry: Omit<AuditEntry, 'id' | 'time'> & { time?: string }): Promise<AuditEntry> {
+  constructor(
+    private readonly store: Store,
+    private readonly onLost: (err: unknown, entry: AuditEntry) => void = () => {},
+  ) {}
+
+  /**
+   * Write an entry. With `deferOnFailure`, an entry the store refuses (after a few quick
+   * retries) is kept and retried every second instead of failing the caller: the action it
+   * records has already happened.
+   */
+  async record(entry: Omit<AuditEntry, 'id' | 'time'> & { time?: string }, deferOnFailure = false): Promise<AuditEntry> {
     const now = entry.time ? new Date(entry.time) : new Date();
     const day = now.toISOString().slice(0, 10);
     seq = (seq + 1) % 1_000_000;
     const id = `${String(now.getTime()).padStart(13, '0')}-${String(seq).padStart(6, '0')}-${randomBytes(4).toString('hex')}`;
     const full: AuditEntry = { ...stripUndefined(entry), id, time: now.toISOString() } as AuditEntry;
-    await this.store.writer.put(`${PREFIX}${day}/${id}`, Buffer.from(JSON.stringify(full)));
-    return full;
+    const key = `${PREFIX}${day}/${id}`;
+    const bytes = Buffer.from(JSON.stringify(full));
+    for (let i = 1; ; i++) {
+      try {
+        await this.store.writer.put(key, bytes);
+        return full;
+      } catch (err) {
+        if (i < 3) {
+          await new Promise((r) => setTimeout(r, 20 * i));
+          continue;
+        }
+        if (!deferOnFailure) throw err;
+        this.onLost(err, full);
+        this.backlog.push({ key, bytes });
+        this.timer ??= setInterval(() => void this.retryBacklog(), 1000).unref();
+        return full;
+      }
+    }
   }
 
-  /** Entries matching `filter`, newest first (or oldest with `order=asc`), one page. */
-  async query(filter: AuditFilter, page: Page): Promise<{ items: AuditEntry[]; limit: number; offset: number; order: string; next_offset: number | null }> {
+  private async retryBacklog(): Promise<void> {
+    for (const b of this.backlog.splice(0)) {
+      await this.store.writer.put(b.key, b.bytes).catch(() => this.backlog.push(b));
+    }
+    if (!this.backlog.length) {
+      clearInterval(this.timer);
+      this.timer = undefined;
+    }
+  }
+
+  /** Try the backlog once more, then stop retrying. */
+  async close(): Promise<void> {
+    clearInterval(this.timer);
+    this.timer = undefined;
+    await this.retryBacklog();
+    clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  /**
+   * Entries matching `filter`, newest first (or oldest with `order=asc`), one page, and the
+   * `total` of matches. Without field filters the total is the count of names in the window;
+   * with them every entry in the window is read once.
+   */
+  async query(filter: AuditFilter, page: Page): Promise<{ items: AuditEntry[]; total: number; limit: number; offset: number; order: string; next_offset: number | null }> {
     const sinceDay = filter.since?.slice(0, 10);
     const untilDay = filter.until?.slice(0, 10);
     let days = (await this.store.driver.listChildren(PREFIX)).filter(
@@ -62,39 +113,41 @@ export class AuditLog {
     if (page.order === 'desc') days = days.reverse();
     const sinceMs = filter.since ? Date.parse(filter.since) : -Infinity;
     const untilMs = filter.until ? Date.parse(filter.until) : Infinity;
+    const byFields = !!(filter.action || filter.project || filter.app || filter.version || filter.token || filter.agent || filter.visible);
     const items: AuditEntry[] = [];
-    let skipped = 0;
-    let more = false;
+    let total = 0;
+    const read = async (day: string, names: string[]): Promise<(AuditEntry | undefined)[]> => {
+      const out: (AuditEntry | undefined)[] = new Array(names.length);
+      await forEachLimit(names.keys(), 16, async (j) => {
+        const raw = await this.store.driver.get(`${PREFIX}${day}/${names[j]}`);
+        out[j] = raw ? (JSON.parse(raw.toString('utf8')) as AuditEntry) : undefined;
+      });
+      return out;
+    };
     for (const day of days) {
       let names = (await this.store.driver.listChildren(`${PREFIX}${day}/`)).filter((n) => {
         const ms = Number(n.slice(0, 13));
         return ms >= sinceMs && ms <= untilMs;
       });
       if (page.order === 'desc') names = names.reverse();
-      // Read in slices so a large day does not read past what the page needs.
-      for (let i = 0; i < names.length && !more; i += 64) {
-        const slice = names.slice(i, i + 64);
-        const read: (AuditEntry | undefined)[] = new Array(slice.length);
-        await forEachLimit(slice.keys(), 16, async (j) => {
-          const raw = await this.store.driver.get(`${PREFIX}${day}/${slice[j]}`);
-          read[j] = raw ? (JSON.parse(raw.toString('utf8')) as AuditEntry) : undefined;
-        });
-        for (const e of read) {
+      if (!byFields) {
+        // Only the names that fall on the page are read.
+        const from = Math.max(0, page.offset - total);
+        const to = Math.min(names.length, page.offset + page.limit - total);
+        if (to > from) for (const e of await read(day, names.slice(from, to))) if (e) items.push(e);
+        total += names.length;
+        continue;
+      }
+      for (let i = 0; i < names.length; i += 64) {
+        for (const e of await read(day, names.slice(i, i + 64))) {
           if (!e || !matches(e, filter)) continue;
-          if (skipped < page.offset) {
-            skipped++;
-            continue;
-          }
-          if (items.length === page.limit) {
-            more = true;
-            break;
-          }
-          items.push(e);
+          if (total >= page.offset && items.length < page.limit) items.push(e);
+          total++;
         }
       }
-      if (more) break;
     }
-    return { items, limit: page.limit, offset: page.offset, order: page.order, next_offset: more ? page.offset + items.length : null };
+    const next = page.offset + items.length;
+    return { items, total, limit: page.limit, offset: page.offset, order: page.order, next_offset: next < total ? next : null };
   }
 }
 

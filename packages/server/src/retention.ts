@@ -91,13 +91,19 @@ export class RetentionScheduler {
             deleted.push({ project: r.project, app: r.app, version });
             continue;
           }
+          let gone: boolean;
           try {
-            if (await deleteVersion(srv, undefined, r.project, r.app, version, actor)) {
-              deleted.push({ project: r.project, app: r.app, version });
-              srv.metrics.versionsDeleted.inc();
-            }
+            gone = await deleteVersion(srv, undefined, r.project, r.app, version, actor);
           } catch (err) {
-            srv.log.warn('retention kept a version', { project: r.project, app: r.app, version, reason: String(err) });
+            // The log, the report and the `delete` event must agree with the store: a failure
+            // after the ref was removed is still a deletion (deleteVersion emitted its event).
+            gone = !(await srv.store.getRef(r.project, r.app, version).catch(() => true));
+            if (!gone) srv.log.warn('retention kept a version', { project: r.project, app: r.app, version, reason: String(err) });
+            else srv.log.warn('retention deleted a version but a later step failed', { project: r.project, app: r.app, version, err: String(err) });
+          }
+          if (gone) {
+            deleted.push({ project: r.project, app: r.app, version });
+            srv.metrics.versionsDeleted.inc();
           }
         }
       }
@@ -130,7 +136,7 @@ export class RetentionScheduler {
     srv.metrics.retentionRuns.inc({ result: gcError ? 'gc_skipped' : 'ok' });
     if (!dryRun) {
       await srv.store.writer.put(LAST_RUN, Buffer.from(JSON.stringify(run)));
-      await srv.audit.record({ action: 'retention', token: actor.token, details: { deleted: deleted.length, bytes_freed: gcResult?.bytesFreed ?? 0, trigger: opts.trigger } });
+      await srv.audit.record({ action: 'retention', token: actor.token, details: { deleted: deleted.length, bytes_freed: gcResult?.bytesFreed ?? 0, trigger: opts.trigger } }, true);
     }
     srv.log.info('retention run', { trigger: opts.trigger, dry_run: dryRun, deleted: deleted.length, bytes_freed: gcResult?.bytesFreed, gc_error: gcError });
     return run;

@@ -20,6 +20,10 @@ export const PARAM_CHECKS: Record<string, ParamCheck> = {
       throw new KkError('INVALID_NAME', `invalid version name ${JSON.stringify(v)}`, { details: { kind: 'version', name: v } });
     }
   },
+  // The seed's `{hash}`: a version spec as above, or a manifest digest.
+  hash: (v) => {
+    if (!isDigest(v)) PARAM_CHECKS.version!(v);
+  },
   digest: (v) => {
     if (!isDigest(v)) throw new KkError('INVALID_NAME', `invalid digest ${JSON.stringify(v)}: expected sha256:<64 hex>`);
   },

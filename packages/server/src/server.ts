@@ -16,7 +16,7 @@ import { Listing } from './listing.js';
 import { type LogLevel, type LogSink, type Logger, createLogger } from './log.js';
 import { type Metrics, createMetrics } from './metrics.js';
 import { Router } from './router.js';
-import { type Principal, type Permission, TokenService, hasPermission, may, scopeCovers } from './tokens.js';
+import { type Principal, type Permission, TokenService, formatScope, hasPermission, may, scopeCovers } from './tokens.js';
 import { Webhooks } from './webhooks.js';
 import { RetentionScheduler } from './retention.js';
 import { registerObjectRoutes } from './routes/objects.js';
@@ -97,7 +97,7 @@ export class KkServer {
     this.caches = new Caches(config.manifestCacheBytes, config.cacheTtlMs);
     this.metrics = createMetrics(() => this.webhooks.depth);
     this.tokens = new TokenService(store, adminToken);
-    this.audit = new AuditLog(store);
+    this.audit = new AuditLog(store, (err, e) => log.error('audit write failed; retrying in the background', { action: e.action, id: e.id, err: String(err) }));
     this.webhooks = new Webhooks(store, config, log, this.metrics);
     this.listing = new Listing(this);
     this.retention = new RetentionScheduler(this);
@@ -170,6 +170,7 @@ export class KkServer {
     this.closed = true;
     this.retention.stop();
     await this.webhooks.close();
+    await this.audit.close();
     if (this.http) {
       const http = this.http;
       // In-flight requests may finish; whoever still holds a connection after 10 s is cut off.
@@ -183,6 +184,7 @@ export class KkServer {
     await this.hasher.close();
     if (this.tmp) await rm(this.tmp, { recursive: true, force: true }).catch(() => {});
     if (this.ownsStore) await this.store.driver.close();
+    this.log.info('stopped');
   }
 
   /** A private temp directory for whole-file uploads. */
@@ -254,13 +256,17 @@ export class KkServer {
 
   // ---- audit + events ----
 
-  /** Record an action in the audit log and, for event types, emit the event to webhooks. */
-  async activity(call: Call | undefined, action: string, f: AuditFields, actor?: { token: string }): Promise<void> {
+  /**
+   * Record an action in the audit log and, for event types, emit the event to webhooks. Called
+   * after the action happened, so it never fails it: writes the store refuses are retried in
+   * the background (and logged).
+   */
+  async activity(call: Call | undefined, action: string, f: AuditFields, actor?: { token: string; agent?: string }): Promise<void> {
     const token = actor?.token ?? call?.principal.tokenId ?? 'server';
-    const agent = call?.agent;
+    const agent = actor?.agent ?? call?.agent;
     const address = call?.address;
     const entry = { action, token, agent, address, project: f.project, app: f.app, version: f.version, manifest: f.manifest, channel: f.channel, details: f.previous ? { ...f.details, previous: f.previous } : f.details };
-    await this.audit.record(entry);
+    await this.audit.record(entry, true);
     if (EVENT_ACTIONS.has(action) && f.project && f.app) {
       const event: Parameters<Webhooks['emit']>[0] = { type: action as EventType, project: f.project, app: f.app, actor: stripUndefined({ token, agent, address }) as { token: string } };
       if (f.version) event.version = f.version;
@@ -283,11 +289,13 @@ export class KkServer {
     const agent = headerValue(req, 'x-kk-agent');
     const address = this.config.trustProxy ? (headerValue(req, 'x-forwarded-for')?.split(',')[0]?.trim() ?? sock.remoteAddress) : sock.remoteAddress;
     let logged = false;
+    let clientAborted = false;
     const done = () => {
       if (logged) return;
       logged = true;
       const seconds = (performance.now() - t0) / 1000;
-      const status = res.statusCode;
+      // A client that went away mid-request is its abort (499, as nginx logs it), not a failure.
+      const status = clientAborted || (!res.writableFinished && !req.complete) ? 499 : res.statusCode;
       // The socket may have read a request's head (and small bodies) before this handler ran.
       const declared = Number(req.headers['content-length']);
       const bytesIn = Number.isFinite(declared) && declared > 0 ? declared : Math.max(0, sock.bytesRead - read0);
@@ -297,7 +305,9 @@ export class KkServer {
       this.metrics.bytesIn.inc({ route: label }, bytesIn);
       this.metrics.bytesOut.inc({ route: label }, bytesOut);
       if (label === '/healthz' || label === '/metrics') return;
-      this.log.info('request', {
+      // Chunk traffic is most of the requests of a push or pull: debug, not info.
+      const level = CHUNK_ROUTES.has(label) ? 'debug' : 'info';
+      this.log[level]('request', {
         method: req.method,
         route: label,
         path: (req.url ?? '').split('?')[0],
@@ -340,6 +350,11 @@ export class KkServer {
       };
       await match.route.handler.handler(call);
     } catch (err) {
+      if (isClientAbort(req, err)) {
+        clientAborted = true;
+        res.destroy();
+        return;
+      }
       await this.fail(req, res, err);
     }
   }
@@ -365,11 +380,27 @@ export class KkServer {
 
 const EVENT_ACTIONS = new Set(['push', 'pull', 'promote', 'rollback', 'delete']);
 
+/** Routes whose request lines are logged at debug: one per chunk of a push or pull. */
+const CHUNK_ROUTES = new Set(['/api/v1/chunks/{digest}', '/api/v1/chunks/missing', '/api/v1/chunks/batch', '/api/v1/objects/exists']);
+
+/** The client closed the connection before its request body arrived (or before the answer). */
+function isClientAbort(req: IncomingMessage, err: unknown): boolean {
+  if (err instanceof HttpError || err instanceof KkError) return false;
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  if (code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE' || code === 'EPIPE') return true;
+  if (err instanceof Error && err.message === 'aborted') return true;
+  return req.destroyed && !req.complete;
+}
+
 const ANONYMOUS: Principal = { tokenId: 'anonymous', name: '', scope: { kind: 'app', project: '', apps: [] }, permissions: new Set(), expires: undefined };
 
 function forbidden(p: Principal, perm: string, project?: string, app?: string): KkError {
-  const what = project ? (app ? `${project}/${app}` : `project ${project}`) : 'the whole store';
-  return new KkError('FORBIDDEN', `token ${p.tokenId} does not allow ${perm} on ${what}`, { hint: 'use a token whose scope and permissions cover this', details: { permission: perm, project, app } });
+  const what = project ? (app ? ` on ${project}/${app}` : ` on project ${project}`) : '';
+  const has = p.permissions.size ? [...p.permissions].join(',') : 'no permissions';
+  return new KkError('FORBIDDEN', `token ${p.tokenId} (scope ${formatScope(p.scope)}, ${has}) does not allow ${perm}${what}`, {
+    hint: 'use a token whose scope and permissions cover this',
+    details: { permission: perm, project, app, scope: formatScope(p.scope), permissions: [...p.permissions] },
+  });
 }
 
 /** Any `.`/`..`/empty segment or NUL/backslash anywhere in the path is a 400 before routing. */

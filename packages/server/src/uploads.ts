@@ -27,6 +27,16 @@ export interface UploadSession {
   declared: DeclaredFile[];
 }
 
+/** What `POST /upload/finish` answered when it created the version. */
+export interface FinishedUpload {
+  project: string;
+  app: string;
+  version: string;
+  manifest: string;
+  files: number;
+  bytes: number;
+}
+
 const base = (p: string, a: string, v: string) => `server/uploads/${p}/${a}/${v}/`;
 const pathHash = (path: string) => createHash('sha256').update(path).digest('hex');
 
@@ -116,17 +126,40 @@ export class Uploads {
     return out;
   }
 
+  /** What a finished upload produced, kept under its id so a retried finish can answer it. */
+  async finished(id: string): Promise<FinishedUpload | undefined> {
+    if (!/^up-[0-9a-f]{24}$/.test(id)) return undefined;
+    const raw = await this.store.driver.get(`server/upload-ids/${id}`);
+    if (!raw) return undefined;
+    return (JSON.parse(raw.toString('utf8')) as { finished?: FinishedUpload }).finished;
+  }
+
+  /** Close a session that created its version: its id now answers with the result. */
+  async finish(s: UploadSession, result: FinishedUpload): Promise<void> {
+    const at = new Date().toISOString();
+    await this.store.writer.put(`server/upload-ids/${s.id}`, Buffer.from(JSON.stringify({ project: s.project, app: s.app, version: s.version, finished: result, at })));
+    await this.discard(s, false);
+  }
+
   /** Remove a session and everything recorded under it. */
-  async discard(s: Pick<UploadSession, 'id' | 'project' | 'app' | 'version'>): Promise<void> {
+  async discard(s: Pick<UploadSession, 'id' | 'project' | 'app' | 'version'>, withId = true): Promise<void> {
     const prefix = base(s.project, s.app, s.version);
     const keys: string[] = [];
     for await (const o of this.store.driver.list(prefix)) keys.push(o.key);
-    await forEachLimit(keys, 16, (k) => this.store.pruner.delete(k));
-    await this.store.pruner.delete(`server/upload-ids/${s.id}`);
+    // The session first: a finish never sees a session whose files are half gone.
+    const session = `${prefix}session`;
+    if (keys.includes(session)) await this.store.pruner.delete(session);
+    await forEachLimit(keys.filter((k) => k !== session), 16, (k) => this.store.pruner.delete(k));
+    if (withId) await this.store.pruner.delete(`server/upload-ids/${s.id}`);
   }
 
-  /** Drop expired sessions (the nightly job). Returns how many. */
+  /** Drop expired sessions and the ids of uploads finished a day ago (the nightly job). Returns how many sessions. */
   async expire(): Promise<number> {
+    for await (const o of this.store.driver.list('server/upload-ids/')) {
+      if (o.mtime > Date.now() - 86_400_000) continue;
+      const raw = await this.store.driver.get(o.key);
+      if (raw && (JSON.parse(raw.toString('utf8')) as { finished?: unknown }).finished) await this.store.pruner.delete(o.key);
+    }
     let n = 0;
     const sessions: string[] = [];
     for await (const o of this.store.driver.list('server/uploads/')) if (o.key.endsWith('/session')) sessions.push(o.key);

@@ -67,6 +67,20 @@ interface OutboxItem {
   webhook: string;
   /** Attempts already made. */
   attempt: number;
+  /**
+   * The delivery itself, so the outbox entry alone is enough to send it: the entry is the one
+   * write an event needs, and a delivery record that failed to be written is made from it.
+   */
+  event_id?: string;
+  event?: string;
+  body?: string;
+  created?: string;
+}
+
+/** A write that failed and is retried from memory until it lands (or the server stops). */
+interface Unsaved {
+  key: string;
+  item: OutboxItem;
 }
 
 const WEBHOOKS = 'server/webhooks/';
@@ -104,8 +118,12 @@ export class Webhooks {
   private again = false;
   private closed = false;
   private ticking: Promise<void> = Promise.resolve();
-  /** Entries in the outbox at the last scan (the queue-depth gauge). */
-  depth = 0;
+  /** Entries in the outbox at the last scan, plus those enqueued since. */
+  private stored = 0;
+  /** Outbox entries the store refused; retried at every scan. */
+  private unsaved: Unsaved[] = [];
+  /** Events that arrived while the webhook list could not be read; matched at the next scan. */
+  private pendingEvents: KkEvent[] = [];
 
   constructor(
     private readonly store: Store,
@@ -114,6 +132,11 @@ export class Webhooks {
     private readonly metrics: Metrics,
   ) {
     this.agent = new Agent({ connect: { timeout: config.webhookTimeoutMs }, keepAliveTimeout: 10_000 });
+  }
+
+  /** Deliveries waiting to be sent (the queue-depth gauge): the outbox and what is not yet in it. */
+  get depth(): number {
+    return this.stored + this.unsaved.length + this.pendingEvents.length;
   }
 
   // ---- CRUD ----
@@ -191,23 +214,44 @@ export class Webhooks {
 
   // ---- events ----
 
-  /** Record one delivery per matching webhook and wake the dispatcher. Never waits for a receiver. */
+  /**
+   * Record one delivery per matching webhook and wake the dispatcher. Never waits for a
+   * receiver, and never fails the operation that caused the event: a store write that keeps
+   * failing is retried from memory by the dispatcher (and counted in the queue depth).
+   */
   async emit(event: Omit<KkEvent, 'id' | 'time'>): Promise<KkEvent> {
     const full: KkEvent = { id: `evt-${timeId()}`, time: new Date().toISOString(), ...event };
-    const hooks = (await this.list()).filter(
+    let all: Webhook[];
+    try {
+      all = await withRetries(() => this.list());
+    } catch (err) {
+      // Without the list nobody knows who wants the event: keep it and match it later.
+      this.log.error('webhook list failed; the event is kept in memory and matched again', { event: full.id, err: String(err) });
+      this.pendingEvents.push(full);
+      return full;
+    }
+    await this.deliver(full, all);
+    this.kick();
+    return full;
+  }
+
+  private async deliver(full: KkEvent, all: Webhook[]): Promise<void> {
+    const hooks = all.filter(
       (w) =>
         w.active &&
         (w.events.includes('*') || w.events.includes(full.type)) &&
         (!w.project || w.project === full.project) &&
         (!w.app || w.app === full.app),
     );
-    if (hooks.length === 0) return full;
+    if (hooks.length === 0) return;
     const body = JSON.stringify(full);
     await Promise.all(hooks.map((w) => this.enqueue(w.id, full.id, full.type, body)));
-    this.kick();
-    return full;
   }
 
+  /**
+   * The outbox entry first (it carries the whole delivery), then the delivery record: once the
+   * entry is stored the delivery will be sent, even if the record could not be written.
+   */
   private async enqueue(webhook: string, eventId: string, type: string, body: string): Promise<Delivery> {
     const now = new Date();
     const delivery: Delivery = {
@@ -222,10 +266,35 @@ export class Webhooks {
       updated: now.toISOString(),
       next_attempt: now.toISOString(),
     };
-    await this.putDelivery(delivery);
-    const item: OutboxItem = { delivery: delivery.id, webhook, attempt: 0 };
-    await this.store.writer.put(`${OUTBOX}${outboxName(now.getTime(), delivery.id)}`, Buffer.from(JSON.stringify(item)));
+    const item: OutboxItem = { delivery: delivery.id, webhook, attempt: 0, event_id: eventId, event: type, body, created: delivery.created };
+    const key = `${OUTBOX}${outboxName(now.getTime(), delivery.id)}`;
+    try {
+      await withRetries(() => this.store.writer.put(key, Buffer.from(JSON.stringify(item))));
+      this.stored++;
+    } catch (err) {
+      this.log.error('webhook outbox write failed; retrying from memory', { webhook, delivery: delivery.id, err: String(err) });
+      this.unsaved.push({ key, item });
+    }
+    await withRetries(() => this.putDelivery(delivery)).catch((err) => {
+      this.log.warn('webhook delivery record not written yet; the outbox entry recreates it', { webhook, delivery: delivery.id, err: String(err) });
+    });
     return delivery;
+  }
+
+  /** Write what failed to be written earlier (events not yet matched, outbox entries). */
+  private async flushUnsaved(): Promise<void> {
+    if (this.pendingEvents.length) {
+      const list = await this.list().catch(() => undefined);
+      if (list) for (const e of this.pendingEvents.splice(0)) await this.deliver(e, list);
+    }
+    for (const u of this.unsaved.splice(0)) {
+      try {
+        await this.store.writer.put(u.key, Buffer.from(JSON.stringify(u.item)));
+        this.stored++;
+      } catch {
+        this.unsaved.push(u);
+      }
+    }
   }
 
   /** Send an earlier delivery's event again, as a new delivery with the same event id and body. */
@@ -284,8 +353,9 @@ export class Webhooks {
   private async scan(): Promise<void> {
     do {
       this.again = false;
+      await this.flushUnsaved();
       const names = (await this.store.driver.listChildren(OUTBOX)).filter((n) => /^\d{13}-/.test(n));
-      this.depth = names.length;
+      this.stored = names.length;
       const now = Date.now();
       const due = names.filter((n) => Number(n.slice(0, 13)) <= now).slice(0, 500);
       await forEachLimit(due, this.config.webhookConcurrency, (n) => this.attempt(n));
@@ -315,12 +385,13 @@ export class Webhooks {
       return;
     }
     try {
-      const [hook, delivery] = await Promise.all([this.get(item.webhook), this.getDelivery(item.webhook, item.delivery)]);
+      const [hook, stored] = await Promise.all([this.get(item.webhook), this.getDelivery(item.webhook, item.delivery)]);
+      const delivery = stored ?? fromItem(item);
       if (!delivery) {
         await this.store.pruner.delete(key);
         return;
       }
-      const n = delivery.attempts.length + 1;
+      const n = Math.max(delivery.attempts.length, item.attempt) + 1;
       const t0 = performance.now();
       let status: number | undefined;
       let error: string | undefined;
@@ -355,8 +426,11 @@ export class Webhooks {
         this.metrics.webhookDeliveries.inc({ result: 'retry' });
         await this.store.writer.put(`${OUTBOX}${outboxName(due, delivery.id)}`, Buffer.from(JSON.stringify({ ...item, attempt: n })));
       }
-      await this.putDelivery(delivery);
+      // The outbox decides what is sent: this attempt's entry goes as soon as its outcome is
+      // settled, so a delivery record the store refuses never causes a resend.
       await this.store.pruner.delete(key);
+      this.stored = Math.max(0, this.stored - (delivery.state === 'pending' ? 0 : 1));
+      await withRetries(() => this.putDelivery(delivery)).catch((err) => this.log.warn('webhook delivery log not updated', { webhook: item.webhook, delivery: delivery.id, err: String(err) }));
       this.log.info('webhook delivery', { webhook: item.webhook, delivery: delivery.id, event: delivery.event, attempt: n, status, error, state: delivery.state });
     } finally {
       await this.store.pruner.delete(claim).catch(() => {});
@@ -394,6 +468,25 @@ export class Webhooks {
     this.abort.abort();
     await this.ticking.catch(() => {});
     await this.agent.close().catch(() => {});
+  }
+}
+
+/** A delivery record rebuilt from its outbox entry (written before the record). */
+function fromItem(item: OutboxItem): Delivery | undefined {
+  if (item.body === undefined || item.event === undefined || item.event_id === undefined) return undefined;
+  const created = item.created ?? new Date().toISOString();
+  return { id: item.delivery, webhook: item.webhook, event_id: item.event_id, event: item.event, body: item.body, state: 'pending', attempts: [], created, updated: created, next_attempt: created };
+}
+
+/** A store write retried a few times, shortly: most failures are a moment's contention. */
+async function withRetries<T>(fn: () => Promise<T>, attempts = 3): Promise<T> {
+  for (let i = 1; ; i++) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (i >= attempts) throw err;
+      await new Promise((r) => setTimeout(r, 20 * i));
+    }
   }
 }
 

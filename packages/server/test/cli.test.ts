@@ -168,4 +168,43 @@ describe('kk serve', () => {
       await second.stop();
     }
   });
+
+  // Issue 10 items 10 and 15: scripts read kk's stdout.
+  it('serve writes nothing but JSON lines to stdout, stop included; chunk requests only at --log-level debug; token create prints the secret alone', async () => {
+    const admin = `kk-test-admin-${randomBytes(8).toString('hex')}`;
+    for (const level of ['info', 'debug']) {
+      const s = await serve(['--store', path.join(root, `logs-${level}`), '--log-level', level], root, { KK_ADMIN_TOKEN: admin });
+      let out: { code: number | null; stdout: string };
+      let secret = '';
+      try {
+        const created = await kk(['token', 'create', '--server', s.url, '--token', admin, '--scope', 'project:logs', '--permissions', 'push,pull'], root);
+        expect(created.code, created.stderr).toBe(0);
+        expect(created.stdout).toMatch(/^kk_[0-9a-f]{20}_\S+\n$/);
+        secret = created.stdout.trim();
+        expect(created.stderr).toContain('shown once');
+        const who = await call(s.url, 'GET', '/api/v1/whoami', { token: secret });
+        expect(who.json().scope).toBe('project:logs');
+        const work = path.join(root, `logs-work-${level}`);
+        await mkdir(path.join(work, 'src'), { recursive: true });
+        await writeFile(path.join(work, 'src', 'a.txt'), `chunk me ${level}`);
+        await writeFile(path.join(work, '.kkartifact.yml'), `server_url: ${s.url}\ntoken: ${secret}\n`);
+        const pushed = await kk(['push', '--project', 'logs', '--app', 'web', '--version', '1.0.0', '--path', path.join(work, 'src'), '--json'], work, { KK_STATE_DIR: path.join(root, 'state') });
+        expect(pushed.code, pushed.stderr).toBe(0);
+      } finally {
+        out = await s.stop();
+      }
+      expect(out.code).toBe(0);
+      const lines = out.stdout.split('\n').filter((l) => l !== '');
+      const entries = lines.map((l) => JSON.parse(l) as { msg: string; level: string; route?: string });
+      expect(entries.at(-1)).toMatchObject({ msg: 'stopped' });
+      const chunkLines = entries.filter((e) => e.msg === 'request' && e.route?.startsWith('/api/v1/chunks'));
+      if (level === 'info') {
+        expect(chunkLines).toEqual([]);
+        expect(entries.some((e) => e.msg === 'request' && e.route === '/api/v1/tokens')).toBe(true);
+      } else {
+        expect(chunkLines.length).toBeGreaterThan(0);
+        expect(chunkLines.every((e) => e.level === 'debug')).toBe(true);
+      }
+    }
+  });
 });

@@ -11,7 +11,7 @@ interface ServeResult {
 
 export default class Serve extends KkCommand<typeof Serve> {
   static override summary = 'Run the kk server: the HTTP API, tokens, webhooks and the nightly retention over a store.';
-  static override description = `Serves a store over HTTP so a fleet pushes and pulls through one authenticated endpoint (clients use \`server_url\` and \`token\` in .kkartifact.yml). The store defaults to a file store under ./kk-data. KK_ADMIN_TOKEN presets a global admin token; without it, the first start on an empty store prints a one-time admin token on stderr. A server config file (--config, YAML) sets retain_versions, retention_schedule (cron, default 03:00 daily), webhooks and limits. Logs are JSON lines on stdout. Stops cleanly on SIGINT or SIGTERM.`;
+  static override description = `Serves a store over HTTP so a fleet pushes and pulls through one authenticated endpoint (clients use \`server_url\` and \`token\` in .kkartifact.yml). The store defaults to a file store under ./kk-data. KK_ADMIN_TOKEN presets a global admin token; without it, the first start on an empty store prints a one-time admin token on stderr. A server config file (--config, YAML) sets retain_versions, retention_schedule (cron, default 03:00 daily), webhooks and limits. Logs are JSON lines on stdout, and nothing else is printed there (--log-level debug adds a line per chunk request). Stops cleanly on SIGINT or SIGTERM.`;
   static override examples = [
     '<%= config.bin %> serve',
     'KK_ADMIN_TOKEN=$(openssl rand -hex 32) <%= config.bin %> serve --store s3://bucket/kk?region=eu-west-1 --listen 0.0.0.0:8080',
@@ -22,6 +22,12 @@ export default class Serve extends KkCommand<typeof Serve> {
     listen: Flags.string({ char: 'l', summary: 'Address to listen on [default: the config file\'s listen, else 127.0.0.1:8080].', env: 'KK_LISTEN', helpValue: 'HOST:PORT' }),
     config: Flags.string({ summary: 'Server config file (YAML: retain_versions, retention_schedule, webhooks, ...).', env: 'KK_SERVER_CONFIG', helpValue: 'FILE' }),
     'retain-versions': Flags.integer({ summary: 'Keep the newest N versions of every app at each retention run [default: the config file\'s, else all].', min: 1, helpValue: 'N' }),
+    'log-level': Flags.string({
+      summary: 'Least severe log lines written: debug (adds every chunk request), info, warn or error.',
+      options: ['debug', 'info', 'warn', 'error'],
+      default: 'info',
+      env: 'KK_LOG_LEVEL',
+    }),
   };
 
   protected async exec(): Promise<Outcome<ServeResult>> {
@@ -32,7 +38,9 @@ export default class Serve extends KkCommand<typeof Serve> {
     // A store named in the config file is relative to that file; --store to the current directory.
     const store = f.store ?? (file?.store ? file.store : './kk-data');
     const cwd = !f.store && file?.store ? dirname(resolve(f.config!)) : process.cwd();
-    const server = await createKkServer({ store, cwd, adminToken: process.env.KK_ADMIN_TOKEN || undefined, config });
+    // oclif has checked the value against `options`.
+    const logLevel = f['log-level'] as 'debug' | 'info' | 'warn' | 'error';
+    const server = await createKkServer({ store, cwd, adminToken: process.env.KK_ADMIN_TOKEN || undefined, config, logLevel });
     // Shown before the server listens, so whoever waits for the `listening` line has it.
     if (server.initialAdminToken) {
       process.stderr.write(
@@ -55,7 +63,8 @@ export default class Serve extends KkCommand<typeof Serve> {
       process.once('SIGINT', () => done('SIGINT'));
       process.once('SIGTERM', () => done('SIGTERM'));
     });
+    // The server logs its own `stopped` line: stdout stays JSON lines only.
     await server.close();
-    return { result: { url, store, stopped: signal }, render: (r) => `kk: server at ${r.url} stopped (${r.stopped})` };
+    return { result: { url, store, stopped: signal } };
   }
 }

@@ -32,7 +32,7 @@ export function registerAdminRoutes(srv: KkServer): void {
     r.add('GET', `${base}/webhooks/{id}/deliveries`, { handler: (c) => listDeliveries(srv, c) });
     r.add('POST', `${base}/webhooks/{id}/deliveries/{delivery}/redeliver`, { handler: (c) => redeliver(srv, c) });
   }
-  r.add('GET', `${api}/audit`, { handler: (c) => queryAudit(srv, c) });
+  for (const base of ['', api]) r.add('GET', `${base}/audit`, { handler: (c) => queryAudit(srv, c) });
   r.add('GET', `${api}/retention`, { handler: (c) => retentionStatus(srv, c) });
   r.add('POST', `${api}/retention/run`, { handler: (c) => runRetention(srv, c) });
 }
@@ -137,6 +137,8 @@ function webhookInput(body: Record<string, unknown>): WebhookInput {
 }
 
 async function loadWebhook(srv: KkServer, c: Call): Promise<Webhook> {
+  // Without admin anywhere the answer is 403 for every webhook route, existing id or not.
+  requireAdminAnywhere(c);
   const w = await srv.webhooks.get(c.params.id!);
   if (!w || !visibleWebhook(c, w)) throw new KkError('NOT_FOUND', `webhook ${c.params.id} does not exist`);
   return w;

@@ -1,7 +1,7 @@
 // The seed's query and publish API (seed 001 6.1) at its exact paths, mirrored under /api/v1/:
 // projects, apps and versions sorted by creation time with pagination, manifests, promote;
 // plus rollback, version delete, channels and the batch version query of seed 10.3.
-import { KkError, assertAppName, assertChannelName, assertProjectName, assertVersionName, renderMetaYaml, renderSha256sum } from '@kk/core';
+import { type Digest, KkError, assertAppName, assertChannelName, assertProjectName, assertVersionName, isDigest, renderMetaYaml, renderSha256sum } from '@kk/core';
 import { badRequest, pageOf, paginate, readJson, sendBytes, sendJson } from '../http.js';
 import type { Call, KkServer } from '../server.js';
 import { formatScope, may } from '../tokens.js';
@@ -15,14 +15,15 @@ export function registerApiRoutes(srv: KkServer): void {
     r.add('GET', `${base}/projects`, { handler: (c) => listProjects(srv, c) });
     r.add('GET', `${base}/projects/{project}/apps`, { handler: (c) => listApps(srv, c) });
     r.add('GET', `${base}/projects/{project}/apps/{app}/versions`, { handler: (c) => listVersions(srv, c) });
-    r.add('GET', `${base}/manifest/{project}/{app}/{version}`, { handler: (c) => getManifest(srv, c) });
+    r.add('GET', `${base}/manifest/{project}/{app}/{hash}`, { handler: (c) => getManifest(srv, c) });
     r.add('POST', `${base}/promote`, { handler: (c) => promote(srv, c) });
+    r.add('POST', `${base}/rollback`, { handler: (c) => rollback(srv, c) });
   }
   const api = '/api/v1';
   r.add('GET', `${api}/projects/{project}/apps/{app}/versions/{version}`, { handler: (c) => getVersion(srv, c) });
   r.add('DELETE', `${api}/projects/{project}/apps/{app}/versions/{version}`, { handler: (c) => removeVersion(srv, c) });
   r.add('GET', `${api}/projects/{project}/apps/{app}/channels`, { handler: (c) => listChannels(srv, c) });
-  r.add('POST', `${api}/rollback`, { handler: (c) => rollback(srv, c) });
+  r.add('POST', `${api}/pulls`, { handler: (c) => recordPull(srv, c) });
   r.add('POST', `${api}/versions/query`, { handler: (c) => queryVersions(srv, c) });
   r.add('GET', `${api}/whoami`, { handler: (c) => whoami(c) });
   r.add('GET', '/healthz', { public: true, handler: (c) => healthz(srv, c) });
@@ -84,21 +85,59 @@ async function listChannels(srv: KkServer, c: Call): Promise<void> {
   await sendJson(c.req, c.res, 200, { items: await srv.listing.channels(project, app) });
 }
 
-/** `GET /manifest/{project}/{app}/{hash}`: the version's manifest (a name, `latest` or a channel). */
+/**
+ * `GET /manifest/{project}/{app}/{hash}`: the version's manifest. `{hash}` is a version name,
+ * `latest`, a channel, or a manifest digest (`sha256:<hex>`, or the bare hex when no version
+ * has that name): the version of this app whose manifest it is. Not a pull (see POST /pulls).
+ */
 async function getManifest(srv: KkServer, c: Call): Promise<void> {
-  const { project, app, version } = c.params as { project: string; app: string; version: string };
+  const { project, app, hash } = c.params as { project: string; app: string; hash: string };
   srv.require(c, 'pull', project, app);
-  const v = await srv.store.resolveVersion(project, app, version);
+  const v = await resolveHash(srv, project, app, hash);
   const { manifest, bytes } = await srv.manifest(v.manifest);
   const headers = { 'x-kk-manifest-digest': v.manifest, 'x-kk-version': v.version, etag: `"${v.manifest.slice(7)}"` };
   const format = c.query.get('format') ?? 'json';
-  if (c.req.method !== 'HEAD') {
-    await srv.activity(c, 'pull', { project, app, version: v.version, manifest: v.manifest });
-  }
   if (format === 'json') return sendBytes(c.req, c.res, 200, bytes, { 'content-type': 'application/json; charset=utf-8', ...headers }, true);
   if (format === 'meta.yaml') return sendBytes(c.req, c.res, 200, Buffer.from(renderMetaYaml(manifest)), { 'content-type': 'application/yaml; charset=utf-8', ...headers }, true);
   if (format === 'sha256sum') return sendBytes(c.req, c.res, 200, Buffer.from(renderSha256sum(manifest)), { 'content-type': 'text/plain; charset=utf-8', ...headers }, true);
   throw badRequest('format must be json, meta.yaml or sha256sum');
+}
+
+/** A version by name, `latest`, channel, or manifest digest (newest version with that manifest). */
+async function resolveHash(srv: KkServer, project: string, app: string, hash: string): Promise<{ version: string; manifest: Digest }> {
+  const digest: Digest | undefined = isDigest(hash) ? hash : /^[0-9a-f]{64}$/.test(hash) ? `sha256:${hash}` : undefined;
+  if (!digest) return srv.store.resolveVersion(project, app, hash);
+  if (digest === hash || !(await srv.store.getRef(project, app, hash))) {
+    const match = (await srv.listing.versions(project, app)).find((v) => v.manifest === digest);
+    if (match) return match;
+    if (digest === hash) throw new KkError('NOT_FOUND', `${project}/${app} has no version whose manifest is ${digest}`);
+  }
+  return srv.store.resolveVersion(project, app, hash);
+}
+
+/**
+ * `POST /api/v1/pulls` {project, app, version, manifest, agent?, up_to_date?}: a client reports
+ * a completed pull (kk does at the end of every pull that is not a dry run). Audited and sent
+ * as the `pull` event, once per report; the version must exist with that manifest.
+ */
+async function recordPull(srv: KkServer, c: Call): Promise<void> {
+  const body = await readJson(c.req, 64 * 1024);
+  const { project, app } = bodyNames(body);
+  const { version, manifest } = body;
+  if (typeof version !== 'string') throw badRequest('version is required');
+  assertVersionName(version);
+  if (!isDigest(manifest)) throw badRequest('manifest must be sha256:<64 hex>');
+  const agent = body.agent === undefined ? c.agent : body.agent;
+  if (agent !== undefined && (typeof agent !== 'string' || agent.length > 256)) throw badRequest('agent must be a string of at most 256 characters');
+  srv.require(c, 'pull', project, app);
+  const ref = await srv.store.getRef(project, app, version);
+  if (!ref) throw new KkError('NOT_FOUND', `${project}/${app} has no version ${version}`);
+  if (ref.manifest !== manifest) throw new KkError('MANIFEST_INVALID', `${project}/${app} version ${version} has manifest ${ref.manifest}, not ${manifest}`);
+  const details: Record<string, unknown> = {};
+  if (typeof body.up_to_date === 'boolean') details.up_to_date = body.up_to_date;
+  await srv.activity(c, 'pull', { project, app, version, manifest, details }, { token: c.principal.tokenId, ...(agent ? { agent } : {}) });
+  await srv.durable();
+  await sendJson(c.req, c.res, 201, { recorded: true, project, app, version, manifest });
 }
 
 function bodyNames(body: Record<string, unknown>): { project: string; app: string } {

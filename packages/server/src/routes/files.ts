@@ -80,7 +80,7 @@ async function getFile(srv: KkServer, c: Call): Promise<void> {
     c.res.end();
     return;
   }
-  await srv.activity(c, 'pull', { project, app, version: v.version, manifest: v.manifest, details: { path, range: range ? `${start}-${end}` : undefined } });
+  // One file is not a pull: a completed pull reports itself (POST /api/v1/pulls).
 
   // The chunks overlapping [start, end], fetched a few ahead and verified in the pool.
   const parts: { digest: Digest; size: number; from: number; to: number }[] = [];
@@ -323,12 +323,22 @@ async function recentFiles(srv: KkServer, project: string, app: string): Promise
   return out;
 }
 
-/** `POST /upload/finish` {upload_id} or {project, app, version}: write the manifest and the ref. */
+/**
+ * `POST /upload/finish` {upload_id} or {project, app, version}: write the manifest and the ref.
+ * Idempotent: a retry of a finish that created the version (whether or not its answer got
+ * through) answers 200 with `status: "unchanged"`, never a conflict.
+ */
 async function finishUpload(srv: KkServer, uploads: Uploads, c: Call): Promise<void> {
   const body = await readJson(c.req, 64 * 1024);
   let session: UploadSession | undefined;
-  if (typeof body.upload_id === 'string') session = await uploads.byId(body.upload_id);
-  else if (typeof body.project === 'string' && typeof body.app === 'string' && typeof (body.version ?? body.hash) === 'string') {
+  if (typeof body.upload_id === 'string') {
+    const done = await uploads.finished(body.upload_id);
+    if (done) {
+      srv.require(c, 'push', done.project, done.app);
+      return sendJson(c.req, c.res, 200, { ...done, status: 'unchanged' });
+    }
+    session = await uploads.byId(body.upload_id);
+  } else if (typeof body.project === 'string' && typeof body.app === 'string' && typeof (body.version ?? body.hash) === 'string') {
     const version = (body.version ?? body.hash) as string;
     srv.require(c, 'push', body.project, body.app);
     assertVersionName(version);
@@ -357,7 +367,7 @@ async function finishUpload(srv: KkServer, uploads: Uploads, c: Call): Promise<v
     dirs: [...dirs].map((path) => ({ path, mode: 0o755 })),
     files,
   };
-  const { digest } = encodeManifest(manifest);
+  let { digest } = encodeManifest(manifest);
   const chunkDigests = [...new Set(files.flatMap((f) => fileChunks(f).map(([d]) => d)))];
   // Under a push lease, so a concurrent GC cannot sweep a chunk between this check and the ref.
   const lease = await acquirePushLease(srv.store, [...chunkDigests, digest], { waitMs: 60_000 });
@@ -370,15 +380,22 @@ async function finishUpload(srv: KkServer, uploads: Uploads, c: Call): Promise<v
   } finally {
     await lease.release().catch(() => {});
   }
-  if (status === 'conflict') throw new KkError('VERSION_EXISTS', `${project}/${app} version ${version} already exists with different content`);
-  await uploads.discard(session).catch(() => {});
-  await sendJson(c.req, c.res, status === 'created' ? 201 : 200, {
-    project,
-    app,
-    version,
-    manifest: digest,
-    status,
-    files: files.length,
-    bytes: files.reduce((s, f) => s + f.size, 0),
-  });
+  if (status === 'conflict') {
+    // The same upload finished before (a retry, or two finishes at once): its manifest differs
+    // only in its creation time. Anything else is another upload's version.
+    const existing = await srv.store.getRef(project, app, version);
+    if (existing && (await sameUpload(srv, existing.manifest, manifest))) {
+      status = 'unchanged';
+      digest = existing.manifest;
+    } else throw new KkError('VERSION_EXISTS', `${project}/${app} version ${version} already exists with different content`);
+  }
+  const result = { project, app, version, manifest: digest, files: files.length, bytes: files.reduce((s, f) => s + f.size, 0) };
+  await uploads.finish(session, result).catch((err) => srv.log.warn('upload session not cleaned up', { upload: session.id, err: String(err) }));
+  await sendJson(c.req, c.res, status === 'created' ? 201 : 200, { ...result, status });
+}
+
+/** Whether the stored manifest `digest` is `mine` but for its creation time and builder. */
+async function sameUpload(srv: KkServer, digest: Digest, mine: Manifest): Promise<boolean> {
+  const { manifest } = await srv.manifest(digest);
+  return encodeManifest({ ...manifest, created: mine.created, builder: mine.builder }).digest === encodeManifest(mine).digest;
 }

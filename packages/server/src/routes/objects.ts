@@ -142,10 +142,9 @@ async function readObject(srv: KkServer, c: Call, key: string): Promise<void> {
   if (cls.kind === 'manifest') {
     const { manifest, bytes } = await srv.manifest(cls.digest);
     srv.requireAny(c, [...READ_META], manifest.project, manifest.app);
+    // Reading a manifest is not a pull (a push reads its previous version's, a diff reads
+    // them too): a completed pull reports itself through POST /api/v1/pulls.
     const range = parseRange(c.req.headers.range, bytes.length);
-    if (!head && !range) {
-      await srv.activity(c, 'pull', { project: manifest.project, app: manifest.app, version: manifest.version, manifest: cls.digest });
-    }
     return sendObject(c, bytes, bytes.length, Date.parse(manifest.created) || Date.now(), range, 'application/json');
   }
   const info = await srv.store.driver.stat(key);
@@ -221,6 +220,7 @@ async function writeObject(srv: KkServer, c: Call, key: string): Promise<void> {
     case 'server':
       throw serverKeys();
     case 'lease':
+      return putLease(srv, c, key, ifAbsent);
     case 'delta':
       srv.requireUnscoped(c, ['push']);
       break;
@@ -241,10 +241,54 @@ function created(c: Call, isNew: boolean, ifAbsent: boolean): Promise<void> {
   return sendJson(c.req, c.res, isNew ? 201 : 200, { created: isNew });
 }
 
+/** Longest a push lease may run before it must be refreshed (core refreshes hourly ones every 20 min). */
+export const MAX_LEASE_MS = 2 * 3_600_000;
+
+/**
+ * A push lease (`locks/push/<id>`): `{holder, created, expires, chunks}`. It belongs to the
+ * token that first wrote it: only that token (or a global admin) may refresh or delete it, and
+ * it may not run longer than MAX_LEASE_MS from now. The server records the owner in the body.
+ */
+async function putLease(srv: KkServer, c: Call, key: string, ifAbsent: boolean): Promise<void> {
+  srv.requireUnscoped(c, ['push']);
+  const body = await readJson<Record<string, unknown>>(c.req, srv.config.maxBodyBytes);
+  const now = Date.now();
+  if (typeof body.expires !== 'number' || !Number.isFinite(body.expires) || !Array.isArray(body.chunks) || body.chunks.some((d) => !isDigest(d))) {
+    throw badRequest('a push lease is {"holder":..,"created":..,"expires":ms,"chunks":["sha256:..",..]}');
+  }
+  if (body.expires > now + MAX_LEASE_MS) {
+    throw badRequest(`a push lease may run at most ${MAX_LEASE_MS / 60_000} minutes from now; refresh it instead`, { max_ms: MAX_LEASE_MS });
+  }
+  await checkLeaseOwner(srv, c, key);
+  const bytes = Buffer.from(JSON.stringify({ ...body, token: c.principal.tokenId }));
+  if (ifAbsent) return created(c, await srv.store.writer.putIfAbsent(key, bytes), true);
+  await srv.store.writer.put(key, bytes);
+  return created(c, true, false);
+}
+
+/** FORBIDDEN when the lease at `key` was taken by another token (global admins may always). */
+async function checkLeaseOwner(srv: KkServer, c: Call, key: string): Promise<void> {
+  const raw = await srv.store.driver.get(key);
+  if (!raw) return;
+  let owner: unknown;
+  try {
+    owner = (JSON.parse(raw.toString('utf8')) as { token?: unknown }).token;
+  } catch {
+    owner = undefined;
+  }
+  if (owner === c.principal.tokenId) return;
+  if (c.principal.scope.kind === 'global' && hasPermission(c.principal, 'admin')) return;
+  throw new KkError('FORBIDDEN', `push lease ${key.slice('locks/push/'.length)} belongs to another token`, { hint: 'a push may only refresh or release its own lease' });
+}
+
 async function putChunk(srv: KkServer, c: Call, digest: Digest, ifAbsent: boolean): Promise<void> {
   srv.requireUnscoped(c, ['push']);
   const max = srv.store.config.chunking.max;
   const object = await readBody(c.req, Math.min(srv.config.maxBodyBytes, max + 1024));
+  // A raw object is a header byte and the chunk itself: no chunk is larger than the store's max.
+  if (object.length > 0 && object[0] === 0 && object.length - 1 > max) {
+    throw new KkError('CHUNK_CORRUPT', `chunk ${digest} refused: ${object.length - 1} bytes is larger than the store's maximum chunk of ${max}`, { details: { digest, max } });
+  }
   const [present] = await srv.store.driver.hasMany([chunkKey(digest)]);
   if (present) {
     srv.metrics.dedupHits.inc({ via: 'put' });
@@ -338,7 +382,8 @@ export async function createVersion(
     return now?.manifest === ref.manifest ? 'unchanged' : 'conflict';
   }
   srv.caches.invalidateApp(project, app);
-  await srv.listing.noteVersion(project, app, ref.created);
+  // The index only remembers first-seen times (listings derive them from refs without it).
+  await srv.listing.noteVersion(project, app, ref.created).catch((err) => srv.log.warn('listing index not updated', { project, app, err: String(err) }));
   await srv.activity(c, 'push', { project, app, version, manifest: ref.manifest, details: { files: manifest.files.length } });
   await srv.durable();
   return 'created';
@@ -387,6 +432,7 @@ async function deleteObject(srv: KkServer, c: Call, key: string): Promise<void> 
       break;
     case 'lease':
       srv.requireUnscoped(c, ['push']);
+      await checkLeaseOwner(srv, c, key);
       await srv.store.pruner.delete(key);
       break;
     case 'server':
@@ -417,7 +463,13 @@ export async function deleteVersion(srv: KkServer, c: Call | undefined, project:
       throw new HttpError(409, 'PINNED', `${project}/${app} version ${version} is what channel "${name}" points to; promote another version first`, { channel: name });
     }
   }
-  await srv.store.deleteRef(project, app, version);
+  try {
+    await srv.store.deleteRef(project, app, version);
+  } catch (err) {
+    // The ref may be gone even though the call failed (e.g. cleaning up after it): what
+    // counts is whether the version still exists.
+    if (await srv.store.getRef(project, app, version).catch(() => ref)) throw err;
+  }
   srv.caches.invalidateApp(project, app);
   await srv.activity(c, 'delete', { project, app, version, manifest: ref.manifest }, actor);
   await srv.durable();

@@ -4,7 +4,7 @@ import { KkCommand, type Outcome } from '../../base.js';
 import { serverFlags, serverOf } from './list.js';
 
 export default class TokenCreate extends KkCommand<typeof TokenCreate> {
-  static override summary = 'Create an access token on a kk server; the token is printed once.';
+  static override summary = 'Create an access token on a kk server; the token is printed once, alone on stdout.';
   static override description = `A token has a scope (global, one project, or apps of one project) and permissions (pull, push, promote, admin; admin includes the others within its scope). The server stores only a hash: the token is shown here and never again. A token can only create tokens with no more rights than its own, and needs the admin permission to create any.`;
   static override examples = [
     '<%= config.bin %> token create --server https://kk.example.com --token "$ADMIN" --scope app:shop/web --permissions pull --expires 30d --json',
@@ -26,7 +26,13 @@ export default class TokenCreate extends KkCommand<typeof TokenCreate> {
     return {
       result,
       essential: true,
-      render: (r) => [r.token, `kk: token ${r.id}: ${r.scope}, ${r.permissions.join(',')}${r.expires ? `, expires ${r.expires}` : ''} (shown once; the server keeps only its hash)`],
+      // stdout holds the secret alone, so `T=$(kk token create ...)` is the token; the rest is stderr.
+      render: (r) => {
+        if (!this.common.quiet) {
+          process.stderr.write(`kk: token ${r.id}: ${r.scope}, ${r.permissions.join(',')}${r.expires ? `, expires ${r.expires}` : ''} (shown once; the server keeps only its hash)\n`);
+        }
+        return r.token;
+      },
     };
   }
 }
