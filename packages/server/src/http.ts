@@ -61,6 +61,11 @@ export function errorResponse(err: unknown): { status: number; body: ErrorBody }
     if (err.details) body.error.details = err.details;
     return { status: STATUS_OF[err.code] ?? 500, body };
   }
+  // The server's own temp files (whole-file uploads) on a full disk.
+  const errno = (err as NodeJS.ErrnoException | undefined)?.code;
+  if (errno === 'ENOSPC' || errno === 'EDQUOT') {
+    return { status: 507, body: { error: { code: 'DISK_FULL', message: 'the server ran out of disk space while receiving the upload; nothing was stored', hint: 'free space on the server (kk gc removes unreferenced chunks) and retry' } } };
+  }
   // The store's drivers throw TypeErrors for keys they refuse: the request named a bad key.
   if (err instanceof TypeError) return { status: 400, body: { error: { code: 'BAD_REQUEST', message: err.message } } };
   return { status: 500, body: { error: { code: 'INTERNAL', message: 'internal server error' } } };
