@@ -106,11 +106,17 @@ export abstract class KkCommand<T extends typeof Command> extends Command {
     process.exitCode = outcome.exitCode ?? EXIT.OK;
   }
 
+  /** A command whose own results use exit 1 (kk diff) moves failures elsewhere. */
+  protected failureExitCode(code: ExitCode): ExitCode {
+    return code;
+  }
+
   /** One line saying what happened, the next step below it, then the documented exit code. */
   override async catch(err: Error): Promise<never> {
     this.stopProgress();
     if (err instanceof Errors.ExitError) throw err;
     const report = describeFailure(err);
+    report.exitCode = this.failureExitCode(report.exitCode);
     if (this.wantsJson()) {
       writeJson({ error: report });
     } else {

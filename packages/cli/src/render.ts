@@ -28,6 +28,7 @@ export function renderApply(r: PullResult, verb: 'deployed' | 'rolled back', ver
         : `dry run: ${r.target} -> ${name}: would write ${changeCounts(p.filesAdded, p.filesChanged, p.filesDeleted)} (${formatBytes(p.bytesToWrite)}), ${p.filesMetaOnly} metadata-only`,
     ];
     if (r.paths) lines.push(...pathLines(r.paths).map((l) => `  ${l}`));
+    lines.push(...protectionLines(r));
     return lines;
   }
   if (r.upToDate) return [`${r.target} already holds ${name} (${shortDigest(r.manifest)})`];
@@ -38,6 +39,16 @@ export function renderApply(r: PullResult, verb: 'deployed' | 'rolled back', ver
   ];
   if (r.recovered) lines.push('  finished an interrupted earlier apply first');
   if (verbose) lines.push(`  hashed ${formatBytes(r.bytesHashed)} to compare existing files`);
+  return lines;
+}
+
+/** "protected by ignore rules": each protected path and the rule (local config or the version's push). */
+export function protectionLines(r: PullResult): string[] {
+  const pr = r.protected;
+  if (!pr || pr.total === 0) return [];
+  const lines = [`  protected by ignore rules (never touched): ${pr.total} path${pr.total === 1 ? '' : 's'}`];
+  for (const p of pr.paths) lines.push(`  = ${p.path}  (rule ${JSON.stringify(p.rule)} from ${p.from === 'local' ? 'the local config' : 'the version'})`);
+  if (pr.total > pr.paths.length) lines.push(`  ... and ${pr.total - pr.paths.length} more`);
   return lines;
 }
 

@@ -1,7 +1,7 @@
 import { Errors, Flags } from '@oclif/core';
 import { type PullResult, type VersionDiff, diffManifests, pull } from '@kk/core';
 import { KkCommand, type Outcome } from '../base.js';
-import { EXIT } from '../exit-codes.js';
+import { EXIT, type ExitCode } from '../exit-codes.js';
 import { appFlag, concurrencyFlag, projectFlag, stateDirFlag, storeFlags } from '../flags.js';
 import { renderApply, renderVersionDiff } from '../render.js';
 
@@ -18,7 +18,7 @@ type VersionsDiff = VersionDiff & {
 
 export default class Diff extends KkCommand<typeof Diff> {
   static override summary = 'Show what a pull would change at a path, or what differs between two versions.';
-  static override description = `With --path: the plan \`kk pull\` would carry out there (files to add, change, delete), computed without touching anything. With --from and --to: the files that differ between two versions in the store. Like diff(1), exits 0 when there is nothing to do and 1 when there are differences.`;
+  static override description = `With --path: the plan \`kk pull\` would carry out there (files to add, change, delete), computed without touching anything. With --from and --to: the files that differ between two versions in the store. Like diff(1), exits 0 when there is nothing to do, 1 when there are differences, and 2 or more on errors (never 1). The plan lists the paths the ignore rules protect, and which rule (from the config, or recorded in the version by its push) protects each.`;
   static override examples = [
     '<%= config.bin %> diff --project myproject --app myapp --version 2.0.0 --path /opt/apps/myproject/myapp',
     '<%= config.bin %> diff --project myproject --app myapp --from 1.0.0 --to 2.0.0',
@@ -38,6 +38,11 @@ export default class Diff extends KkCommand<typeof Diff> {
     concurrency: concurrencyFlag,
     'state-dir': stateDirFlag,
   };
+
+  /** Exit 1 means "there are differences": an error that would exit 1 exits 2 here (issue 10 item 11). */
+  protected override failureExitCode(code: ExitCode): ExitCode {
+    return code === EXIT.ERROR ? EXIT.USAGE : code;
+  }
 
   protected async exec(): Promise<Outcome<PlanDiff> | Outcome<VersionsDiff>> {
     const f = this.flags;

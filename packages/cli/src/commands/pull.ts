@@ -23,6 +23,12 @@ export default class Pull extends KkCommand<typeof Pull> {
     adopt: Flags.boolean({ summary: 'Take over a non-empty directory kk has never deployed to (files the version lacks are deleted).' }),
     'max-delete': Flags.integer({ summary: 'Refuse when more than N files would be deleted.', min: 0, helpValue: 'N' }),
     verify: Flags.boolean({ summary: 'Rehash every file in the directory instead of trusting what kk recorded.' }),
+    force: Flags.boolean({
+      summary: 'Apply even when the directory holds another app, the version is empty, or the path is a symlink that now leads elsewhere than the directory kk manages.',
+    }),
+    repair: Flags.boolean({ summary: 'Drop an interrupted commit that cannot be finished and plan again from the directory as it is.' }),
+    'cache-versions': Flags.integer({ summary: 'Keep replaced files of the last N earlier versions for offline rollback [default: 1].', min: 0, helpValue: 'N' }),
+    'cache-max-mib': Flags.integer({ summary: 'Cap the space the cache of replaced files holds by itself, in MiB [default: no cap].', min: 0, helpValue: 'MIB' }),
   };
 
   protected async exec(): Promise<Outcome<PullResult>> {
@@ -42,6 +48,10 @@ export default class Pull extends KkCommand<typeof Pull> {
       maxDelete: f['max-delete'],
       dryRun: f['dry-run'],
       verify: f.verify,
+      force: f.force,
+      repair: f.repair,
+      ...(f['cache-versions'] !== undefined ? { cacheVersions: f['cache-versions'] } : {}),
+      ...(f['cache-max-mib'] !== undefined ? { cacheMaxBytes: f['cache-max-mib'] * 1024 * 1024 } : {}),
       concurrency: this.concurrency(config),
       onProgress: this.onProgress,
       command: 'pull',

@@ -22,6 +22,7 @@ export default class Push extends KkCommand<typeof Push> {
     'git-commit': Flags.string({ summary: 'Git commit recorded in the manifest.', helpValue: 'SHA' }),
     builder: Flags.string({ summary: 'Builder recorded in the manifest [default: user@host].', helpValue: 'NAME' }),
     meta: Flags.string({ summary: 'Extra manifest metadata, KEY=VALUE; repeatable.', multiple: true, helpValue: 'KEY=VALUE' }),
+    'allow-empty': Flags.boolean({ summary: 'Publish a build with no files (refused by default: pulling it would empty every deploy directory).' }),
   };
 
   protected async exec(): Promise<Outcome<PushResult>> {
@@ -40,6 +41,7 @@ export default class Push extends KkCommand<typeof Push> {
       concurrency: this.concurrency(config),
       stateDir: this.stateDir(),
       retainVersions: config.retainVersions,
+      allowEmpty: f['allow-empty'],
       builder: f.builder,
       gitCommit: f['git-commit'],
       meta: parseMeta(f.meta),

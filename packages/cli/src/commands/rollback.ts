@@ -10,8 +10,11 @@ export default class Rollback extends KkCommand<typeof Rollback> {
   static override examples = [
     '<%= config.bin %> rollback --path /opt/apps/myproject/myapp',
     '<%= config.bin %> rollback --path /opt/apps/myproject/myapp --to 1.0.0 --dry-run',
+    '<%= config.bin %> rollback --project myproject --app myapp --path /opt/apps/myproject/myapp',
   ];
   static override flags = {
+    project: Flags.string({ char: 'p', summary: 'Project name: refuse unless the directory holds this project\'s app.', helpValue: 'NAME' }),
+    app: Flags.string({ char: 'a', summary: 'App name: refuse unless the directory holds this app.', helpValue: 'NAME' }),
     path: pathFlag('Deploy directory to roll back.'),
     to: Flags.string({ summary: 'Version to return to [default: the one deployed before the current one].', helpValue: 'VERSION' }),
     ...storeFlags,
@@ -30,6 +33,8 @@ export default class Rollback extends KkCommand<typeof Rollback> {
       hasher: this.hasher,
       target: f.path,
       to: f.to,
+      ...(f.project !== undefined ? { project: f.project } : {}),
+      ...(f.app !== undefined ? { app: f.app } : {}),
       stateDir: this.stateDir(),
       ignore: config?.ignore,
       maxDelete: f['max-delete'],

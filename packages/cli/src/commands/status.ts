@@ -1,7 +1,7 @@
 import { targetStatus } from '@kk/core';
 import { KkCommand, type Outcome } from '../base.js';
 import { pathFlag, stateDirFlag } from '../flags.js';
-import { formatWhen, shortDigest } from '../format.js';
+import { formatBytes, formatWhen, shortDigest } from '../format.js';
 
 type TargetStatus = Awaited<ReturnType<typeof targetStatus>>;
 
@@ -33,6 +33,8 @@ function renderStatus(s: TargetStatus): string[] {
   if (!s.lock) lines.push('  lock: free');
   else if (s.lock.stale) lines.push(`  lock: left behind by pid ${s.lock.pid} on ${s.lock.host} (no longer running; the next apply takes it over)`);
   else lines.push(`  lock: held by pid ${s.lock.pid} on ${s.lock.host} (${s.lock.command}) since ${formatWhen(s.lock.started)}`);
+  const c2 = s.cache;
+  lines.push(`  file cache: ${c2.files} files, ${formatBytes(c2.bytes)} held by the cache alone${c2.bytesShared ? ` (+${formatBytes(c2.bytesShared)} shared with the directory)` : ''}`);
   if (s.interrupted) lines.push('  an apply was interrupted; the next pull or rollback finishes it');
   return lines;
 }
