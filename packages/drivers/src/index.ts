@@ -4,4 +4,5 @@ export { createFileDriver, type FileDriverOptions } from './file.js';
 export type { S3DriverOptions } from './s3.js';
 // Likewise the http driver is `@kk/drivers/http`: undici costs ~140 ms to import.
 export type { HttpDriverOptions } from './http.js';
+export { createSshDriver, sshDriverOptionsFromUrl, type SshDriverOptions, type SshTraffic } from './ssh.js';
 export { registerDriver, openDriver, describeStoreUrl, type DriverFactory, type OpenDriverOptions } from './registry.js';

@@ -98,3 +98,9 @@ for (const scheme of ['http', 'https']) {
     return openHttpDriver(opts.token ? { url: url.href, token: opts.token } : { url: url.href });
   });
 }
+
+// A store on a host reachable by ssh; the ssh client does the connecting, nothing is imported.
+registerDriver('ssh', async (url) => {
+  const { createSshDriver, sshDriverOptionsFromUrl } = await import('./ssh.js');
+  return createSshDriver(sshDriverOptionsFromUrl(url));
+});

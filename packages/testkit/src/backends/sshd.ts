@@ -31,6 +31,10 @@ export interface SshdBackend {
   sshArgs: string[];
   /** The same as one command line, for `rsync -e` and `GIT_SSH_COMMAND`. */
   sshCommand: string;
+  /** An ssh_config file with the same settings (`ssh -F`), for clients that take a config file. */
+  configFile: string;
+  /** `ssh://user@127.0.0.1:port/root?config=...`: an ssh store at `root` (absolute) on this server. */
+  storeUrl(root: string): string;
   /** Kill the server and remove its keys and configuration. Idempotent. */
   stop(): Promise<void>;
 }
@@ -87,6 +91,8 @@ export async function startSshd(opts: SshdOptions = {}): Promise<SshdBackend> {
         '-o', 'BatchMode=yes',
         '-o', 'LogLevel=ERROR',
       ];
+      const configFile = path.join(dir, 'ssh_config');
+      await writeFile(configFile, clientConfig(port, user, keyFile));
       const backend: SshdBackend = {
         host: '127.0.0.1',
         port,
@@ -94,6 +100,8 @@ export async function startSshd(opts: SshdOptions = {}): Promise<SshdBackend> {
         keyFile,
         sshArgs,
         sshCommand: ['ssh', ...sshArgs].join(' '),
+        configFile,
+        storeUrl: (root) => `ssh://${user}@127.0.0.1:${port}${root.split('/').map(encodeURIComponent).join('/')}?config=${encodeURIComponent(configFile)}`,
         async stop() {
           await stopChildOnly();
           await rm(dir, { recursive: true, force: true });
@@ -133,6 +141,22 @@ function sshdConfig(dir: string, port: number, hostKey: string): string {
     'MaxSessions 100',
     'LogLevel INFO',
     'Subsystem sftp internal-sftp',
+    '',
+  ].join('\n');
+}
+
+function clientConfig(port: number, user: string, keyFile: string): string {
+  return [
+    'Host *',
+    '  HostName 127.0.0.1',
+    `  Port ${port}`,
+    `  User ${user}`,
+    `  IdentityFile ${keyFile}`,
+    '  IdentitiesOnly yes',
+    '  StrictHostKeyChecking no',
+    '  UserKnownHostsFile /dev/null',
+    '  BatchMode yes',
+    '  LogLevel ERROR',
     '',
   ].join('\n');
 }
