@@ -102,6 +102,12 @@ export interface WriteDriver extends ReadDriver {
 export interface PruneDriver extends WriteDriver {
   /** Delete the object. Idempotent: deleting a missing key succeeds. */
   delete(key: string): Promise<void>;
+  /**
+   * Remove the driver's own temp files (never listed as objects) last modified more than
+   * `olderThanMs` ago: what a writer killed mid-write left behind. With `dryRun`, count only.
+   * Drivers without temp files omit it. GC calls it (issue 10 item 24).
+   */
+  sweepTemp?(opts: { olderThanMs: number; dryRun?: boolean }): Promise<{ files: number; bytes: number }>;
 }
 
 export type Driver = ReadDriver | WriteDriver | PruneDriver;

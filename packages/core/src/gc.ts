@@ -1,11 +1,15 @@
 // Chunk GC (DESIGN 8): mark from every ref and channel, sweep chunks and manifests nobody
 // references, never touching what in-flight pushes hold leases on or anything younger than
-// the grace period.
+// the grace period. Also what crashed writers leave: the driver's temp files older than the
+// grace, and push leases past their expiry (issue 10 item 24).
 import { type Digest, digestHex } from './digest.js';
 import { fileChunks } from './manifest.js';
 import { acquireGcLock } from './locks.js';
+import { isPruneDriver } from './driver.js';
 import { type ProgressCallback } from './progress.js';
 import { type Store, digestFromChunkKey, forEachLimit, targetFromDeltaKey } from './store.js';
+
+const LEASE_PREFIX = 'locks/push/';
 
 export interface GcOptions {
   store: Store;
@@ -26,6 +30,10 @@ export interface GcResult {
   chunksProtected: number;
   /** Delta objects whose chunk is gone. */
   deltasDeleted: number;
+  /** Temp files of interrupted writes (older than the grace period) removed; their bytes count in bytesFreed. */
+  tempFilesDeleted: number;
+  /** Push leases past their expiry (their push died) removed. */
+  leasesExpired: number;
   dryRun: boolean;
   durationMs: number;
 }
@@ -98,7 +106,31 @@ export async function gc(opts: GcOptions): Promise<GcResult> {
         manifestsDeleted++;
       }
     }
+    // Leases past their expiry belong to pushes that died (a live push refreshes its lease).
+    let leasesExpired = 0;
+    const now = Date.now();
+    for await (const o of store.driver.list(LEASE_PREFIX)) {
+      const raw = await store.driver.get(o.key);
+      if (!raw) continue;
+      let expires: unknown;
+      try {
+        expires = (JSON.parse(raw.toString('utf8')) as { expires?: unknown }).expires;
+      } catch {
+        expires = undefined;
+      }
+      // An unreadable lease protects nothing; it goes once it is older than the grace period.
+      const dead = typeof expires === 'number' ? expires < now : o.mtime < cutoff;
+      if (!dead) continue;
+      doomed.push(o.key);
+      leasesExpired++;
+    }
     if (!opts.dryRun) await forEachLimit(doomed, 16, (key) => store.pruner.delete(key));
+    let tempFilesDeleted = 0;
+    if (isPruneDriver(store.driver) && store.driver.sweepTemp) {
+      const swept = await store.driver.sweepTemp({ olderThanMs: grace, dryRun: !!opts.dryRun });
+      tempFilesDeleted = swept.files;
+      bytesFreed += swept.bytes;
+    }
     return {
       versions,
       manifestsKept,
@@ -108,6 +140,8 @@ export async function gc(opts: GcOptions): Promise<GcResult> {
       bytesFreed,
       chunksProtected,
       deltasDeleted,
+      tempFilesDeleted,
+      leasesExpired,
       dryRun: !!opts.dryRun,
       durationMs: Math.round(performance.now() - t0),
     };

@@ -20,6 +20,8 @@ export { acquirePushLease, acquireGcLock, GC_LOCK_KEY, type LockTimings, type Le
 export * from './push.js';
 export * from './retention.js';
 export * from './gc.js';
+export * from './fsck.js';
+export { agentId } from './agent-id.js';
 export * from './diff.js';
 export { pull, diff, rollback, targetStatus, IN_TARGET_STAGING, type PullOptions, type PullResult, type RollbackOptions, type StoreSource } from './apply/pull.js';
 export { type ApplyPlan, type PlanSummary } from './apply/plan.js';

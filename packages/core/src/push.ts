@@ -157,6 +157,17 @@ export async function push(opts: PushOptions): Promise<PushResult> {
   // The push's ignore rules travel with the version: pulls protect those paths too (issue 10 item 5).
   if (opts.ignore?.length) manifest.ignore = [...opts.ignore];
 
+  // Where each chunk can be read back from: the first file and offset that holds it.
+  const source = new Map<Digest, { abs: string; offset: number; size: number }>();
+  const absOf = new Map(scan.files.map((f) => [f.path, f.abs]));
+  for (const f of files) {
+    let offset = 0;
+    for (const [d, size] of fileChunks(f)) {
+      if (!source.has(d)) source.set(d, { abs: absOf.get(f.path)!, offset, size });
+      offset += size;
+    }
+  }
+
   // Versions are immutable: decide before sending anything. The same tree again is a success.
   const existing = await store.getRef(opts.project, opts.app, opts.version);
   if (existing) {
@@ -167,21 +178,13 @@ export async function push(opts: PushOptions): Promise<PushResult> {
         details: { project: opts.project, app: opts.app, version: opts.version, existing: existing.manifest },
       });
     }
+    // Chunks the store lost (`kk fsck --repair` quarantined damaged ones) are sent again.
+    const restored = await restoreChunks(store, hasher, source, opts);
     return {
       ...emptyResult(opts, existing.manifest, scan, toHash.length, bytesHashed, filesCached),
+      ...restored,
       durationMs: Math.round(performance.now() - t0),
     };
-  }
-
-  // Where each chunk can be read back from: the first file and offset that holds it.
-  const source = new Map<Digest, { abs: string; offset: number; size: number }>();
-  const absOf = new Map(scan.files.map((f) => [f.path, f.abs]));
-  for (const f of files) {
-    let offset = 0;
-    for (const [d, size] of fileChunks(f)) {
-      if (!source.has(d)) source.set(d, { abs: absOf.get(f.path)!, offset, size });
-      offset += size;
-    }
   }
 
   // ---- upload what the store lacks, under a lease GC honours ----
@@ -263,6 +266,37 @@ export async function push(opts: PushOptions): Promise<PushResult> {
   };
   if (retention) result.retention = retention;
   return result;
+}
+
+/** Upload the chunks of `source` that the store lacks, under a push lease (issue 10 item 23). */
+async function restoreChunks(
+  store: Store,
+  hasher: Hasher,
+  source: Map<Digest, { abs: string; offset: number; size: number }>,
+  opts: PushOptions,
+): Promise<{ chunksUploaded: number; bytesUploaded: number; bytesUploadedStored: number }> {
+  const out = { chunksUploaded: 0, bytesUploaded: 0, bytesUploadedStored: 0 };
+  if (!(await store.missingChunks(source.keys())).length) return out;
+  const lease = await acquirePushLease(store, [...source.keys()], opts.locks);
+  try {
+    const missing = await store.missingChunks(source.keys());
+    await forEachLimit(batchChunks(missing, source), hasher.threads + 1, async (batch) => {
+      const objects = await hasher.encodeChunks(batch, store.config.compression);
+      await forEachLimit(objects.keys(), opts.concurrency ?? 8, async (i) => {
+        const r = objects[i]!;
+        if (!r.ok) throw new KkError('SOURCE_INVALID', r.reason, { hint: 'push from a finished build directory' });
+        if (await store.putChunkObject(batch[i]!.digest, r.object)) {
+          out.chunksUploaded++;
+          out.bytesUploaded += batch[i]!.size;
+          out.bytesUploadedStored += r.object.length;
+        }
+      });
+    });
+    await store.flush();
+  } finally {
+    await lease.release().catch(() => {});
+  }
+  return out;
 }
 
 function emptyResult(

@@ -36,6 +36,7 @@ export function createFileDriver(opts: FileDriverOptions) {
     batchExists: false,
   };
 
+  const backendError = (op: string, key: string, err: unknown) => storeError(root, op, key, err);
   const fileOf = (key: string) => path.join(root, ...checkKey(key).split('/'));
   // Directories known to exist: most writes land in one of 256 chunk directories.
   const knownDirs = new Set<string>();
@@ -271,6 +272,34 @@ export function createFileDriver(opts: FileDriverOptions) {
       }
     },
 
+    async sweepTemp({ olderThanMs, dryRun }: { olderThanMs: number; dryRun?: boolean }) {
+      const cutoff = Date.now() - olderThanMs;
+      let files = 0;
+      let bytes = 0;
+      const sweep = async (dir: string): Promise<void> => {
+        let entries: Dir;
+        try {
+          entries = await fs.opendir(dir);
+        } catch (err) {
+          if (isMissing(err)) return;
+          throw backendError('sweepTemp', path.relative(root, dir), err);
+        }
+        for await (const entry of entries) {
+          const file = path.join(dir, entry.name);
+          if (entry.isDirectory()) await sweep(file);
+          else if (entry.isFile() && entry.name.startsWith(TEMP_PREFIX)) {
+            const st = await fs.stat(file).catch(() => undefined);
+            if (!st || st.mtimeMs > cutoff) continue;
+            if (!dryRun) await fs.rm(file, { force: true });
+            files++;
+            bytes += st.size;
+          }
+        }
+      };
+      await sweep(root);
+      return { files, bytes };
+    },
+
     async flush() {
       // A flush already running may have started its syncfs before this caller's writes
       // finished: wait for it, then flush whatever is still dirty.
@@ -309,7 +338,17 @@ function isMissing(err: unknown): boolean {
   return code === 'ENOENT' || code === 'ENOTDIR';
 }
 
-function backendError(op: string, key: string, err: unknown): KkError {
+function storeError(root: string, op: string, key: string, err: unknown): KkError {
+  if (err instanceof KkError) return err;
   const reason = err instanceof Error ? err.message : String(err);
+  const code = errnoOf(err);
+  if (code === 'ENOSPC' || code === 'EDQUOT') {
+    // The temp file was removed and nothing was renamed into place: no partial object is visible.
+    return new KkError('DISK_FULL', `file store ${root}: no space left on its file system writing "${key}" (${reason})`, {
+      cause: err,
+      hint: 'free space on the store\'s file system (`kk gc` removes unreferenced chunks) and push again: what was stored so far is kept and not sent twice',
+      details: { key },
+    });
+  }
   return new KkError('BACKEND', `file store: ${op} "${key}" failed: ${reason}`, { cause: err, details: { key } });
 }

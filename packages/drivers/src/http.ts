@@ -258,6 +258,8 @@ function statusError(status: number, body: Buffer, what: string): Error {
     // not a JSON error body (a proxy's page, say): the status decides
   }
   const opts = { details: { status, server_code: code }, ...(hint ? { hint } : {}) };
+  // A full store is the user's to fix, not a transient failure to retry.
+  if (code === 'DISK_FULL') return new KkError('DISK_FULL', message, opts);
   if (status >= 500) return new KkError('BACKEND', message, opts);
   if (code && code in ERROR_CODES) return new KkError(code as KkErrorCode, message, opts);
   if (code === 'PINNED') return new KkError('FORBIDDEN', message, opts);

@@ -65,5 +65,8 @@ function renderGc(r: GcCommandResult, graceMs: number): string[] {
     `chunks: ${would} ${c.chunksDeleted} (${formatBytes(c.bytesFreed)}), kept ${c.chunksKept} in use and ${c.chunksProtected} unreferenced but protected (younger than ${formatDuration(graceMs / 1000)} or leased by a push); ` +
       `manifests: ${would} ${c.manifestsDeleted}, kept ${c.manifestsKept}`,
   );
+  if (c.tempFilesDeleted || c.leasesExpired) {
+    lines.push(`left by interrupted writers: ${would} ${c.tempFilesDeleted} temp file(s) older than ${formatDuration(graceMs / 1000)} and ${c.leasesExpired} expired push lease(s)`);
+  }
   return lines;
 }

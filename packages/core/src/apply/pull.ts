@@ -516,7 +516,7 @@ async function stageFiles(
   };
   const corrupt = (reason: string, d: Digest) =>
     new KkError('CHUNK_CORRUPT', reason, {
-      hint: 'the store holds damaged data: re-push this version from its build, or restore the chunk from a copy',
+      hint: 'the store holds damaged data: run `kk fsck --store <store> --repair` to quarantine it, then push the version again from its build to restore it',
       details: { digest: d },
     });
   const stagedPath = (i: number) => join(stagingDir, String(i));

@@ -3,8 +3,8 @@
 import type { Driver } from '../driver.js';
 import { isTransient } from '../errors.js';
 
-// Optional methods (flush, delete, recordPull) are forwarded only when the inner driver has them.
-const METHODS = ['get', 'stat', 'hasMany', 'listChildren', 'put', 'putIfAbsent', 'flush', 'delete', 'recordPull'] as const;
+// Optional methods (flush, delete, recordPull, sweepTemp) are forwarded only when the inner driver has them.
+const METHODS = ['get', 'stat', 'hasMany', 'listChildren', 'put', 'putIfAbsent', 'flush', 'delete', 'recordPull', 'sweepTemp'] as const;
 
 function wrapMethods<D extends Driver>(inner: D, around: (call: () => Promise<unknown>) => Promise<unknown>): D {
   const out: Record<string, unknown> = {
