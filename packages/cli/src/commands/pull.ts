@@ -1,5 +1,5 @@
 import { Flags } from '@oclif/core';
-import { type PullResult, pull } from '@kk/core';
+import { type PullResult, agentId, pull } from '@kk/core';
 import { KkCommand, type Outcome } from '../base.js';
 import { appFlag, concurrencyFlag, dryRunFlag, pathFlag, projectFlag, stateDirFlag, storeFlags, versionFlag } from '../flags.js';
 import { renderApply } from '../render.js';
@@ -55,6 +55,8 @@ export default class Pull extends KkCommand<typeof Pull> {
       concurrency: this.concurrency(config),
       onProgress: this.onProgress,
       command: 'pull',
+      // Names this machine in the server's audit log and `pull` event (issue 10 item 4).
+      agent: await agentId(this.stateDir()),
     });
     return { result, render: (r) => renderApply(r, 'deployed', !!f.verbose) };
   }

@@ -1,4 +1,4 @@
-import type { VersionInfo } from '@kk/core';
+import { KkError, type VersionInfo } from '@kk/core';
 import { KkCommand, type Outcome } from '../base.js';
 import { appFlag, projectFlag, storeFlags } from '../flags.js';
 import { shortDigest, table } from '../format.js';
@@ -30,6 +30,12 @@ export default class Versions extends KkCommand<typeof Versions> {
     const { project, app } = this.flags;
     const store = await this.openStore(await this.loadKkConfig({ required: false }));
     const [versions, channelNames] = await Promise.all([store.listVersions(project, app), store.listChannels(project, app)]);
+    if (versions.length === 0 && channelNames.length === 0 && !(await store.listApps(project)).includes(app)) {
+      throw new KkError('NOT_FOUND', `${project}/${app} does not exist in this store`, {
+        hint: `\`kk apps --project ${project}\` lists its apps; check the names and the store`,
+        details: { project, app },
+      });
+    }
     const byVersion = new Map<string, string[]>();
     for (const name of channelNames) {
       const ch = await store.getChannel(project, app, name);
