@@ -10,6 +10,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type KkError, Store, createHasher, gc, isKkError, push, type Hasher } from '@kk/core';
 import { createFileDriver } from '@kk/drivers';
+import { createHttpDriver } from '@kk/drivers/http';
+import { startServer } from '@kk/server';
 import { writeRandomFile } from '../fixtures/generate.mjs';
 
 let root: string;
@@ -77,5 +79,26 @@ describe('a file store that fills up', () => {
     const ok = await push({ store, hasher, project: 'p', app: 'a', version: '1', dir: src, statCache: false });
     expect(ok.status).toBe('created');
     expect((await gc({ store, graceMs: 0 })).chunksDeleted).toBeGreaterThan(0);
+  });
+
+  it('through a kk server: the push is told DISK_FULL (507), not a retried BACKEND error', async (ctx) => {
+    if (!mounted) return ctx.skip(why);
+    await rm(join(mnt, 'store'), { recursive: true, force: true });
+    const admin = 'admin-store-full-0123456789';
+    const srv = await startServer({ store: join(mnt, 'server'), listen: '127.0.0.1:0', adminToken: admin, log: false, config: { hasherThreads: 1 } });
+    try {
+      const store = await Store.open(createHttpDriver({ url: srv.url, token: admin, retries: 1 }));
+      const src = join(root, 'build-http');
+      await mkdir(src, { recursive: true });
+      writeRandomFile(join(src, 'big.bin'), 3 * 1024 * 1024, 'http');
+      const err = await push({ store, hasher, project: 'p', app: 'a', version: '1', dir: src, statCache: false }).catch((e: KkError) => e);
+      expect((err as KkError).code).toBe('DISK_FULL');
+      expect((err as KkError).message).toMatch(/no space left/);
+      expect(await store.getRef('p', 'a', '1')).toBeUndefined();
+      await store.driver.close();
+      expect((await filesUnder(join(mnt, 'server'))).filter((f) => f.includes('.tmp-'))).toEqual([]);
+    } finally {
+      await srv.close();
+    }
   });
 });
