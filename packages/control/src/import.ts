@@ -5,6 +5,7 @@
 // first, imports nothing) and never half. The store objects are left in place (an older server
 // pointed at the same store still works; nothing is lost if the database is replaced).
 import type { ReadDriver } from '@kk/core';
+import { sql } from 'kysely';
 import { auditRow, type AuditEntry } from './audit.js';
 import type { ControlDb, Executor } from './db.js';
 import { type TokenRecord, tokenRow } from './tokens.js';
@@ -12,6 +13,7 @@ import { sessionRow, type UploadSession } from './uploads.js';
 import { type Delivery, type Webhook, webhookRow } from './webhooks.js';
 
 export const IMPORT_MARKER = 'import.store';
+const IMPORT_LOCK = 0x6b6b_0003;
 
 export interface ImportResult {
   /** False when an earlier start already imported (nothing was read). */
@@ -39,6 +41,8 @@ export async function importStoreState(cdb: ControlDb, driver: ReadDriver): Prom
   const done = await cdb.db.selectFrom('settings').select('key').where('key', '=', IMPORT_MARKER).executeTakeFirst();
   if (done) return result;
   return cdb.writeTx(async (tx) => {
+    // Instances racing at their first start: the second waits here, then sees the marker.
+    if (cdb.dialect === 'postgres') await sql`select pg_advisory_xact_lock(${IMPORT_LOCK})`.execute(tx);
     if (await tx.selectFrom('settings').select('key').where('key', '=', IMPORT_MARKER).executeTakeFirst()) return result;
     const now = new Date().toISOString();
     const setting = (key: string, value: unknown) =>
