@@ -4,15 +4,16 @@
 // inside double quotes, with globbing off. Requests (client -> host), each answered in order:
 //
 //   in SESSION CLEAN + root line      -> ok tar=gnu|bsd|none find=gnu|posix stat=gnu|bsd|none root=dir|none|notdir
-//   hs LEN + LEN bytes of keys        -> ok BITS          (1 present, 0 absent, one per key)
+//   hs N LEN + N key lines (LEN bytes) -> ok BITS         (1 present, 0 absent, one per key)
 //   st + key line                     -> ok SIZE MTIME | none
-//   rb LEN + LEN bytes of keys        -> tar, a tar stream of the present keys, end RC MSG | none
+//   rb N LEN + N key lines            -> tar, a tar stream of the present keys, end RC MSG | none
 //   rr START LEN + key line           -> tar, a one-entry tar stream of the byte range, end RC MSG | none
-//   wb LLEN TLEN BATCH + list + tar   -> ok RESULTS, then msg MSG   (list lines: c<key> create, r<key> replace)
-//   dm LEN + LEN bytes of keys        -> ok | err MSG
+//   wb N LLEN TLEN BATCH + list + tar -> ok RESULTS, then msg MSG   (list lines: c<key> create, r<key> replace)
+//   dm N LEN + N key lines            -> ok | err MSG
 //   ls + directory key line           -> SIZE MTIME RELPATH lines (RELPATH may start ./), then end RC
 //   ch + prefix line                  -> n NAME lines, then end
 //   fl                                -> ok
+//   sr SIZE BLOCKING                  -> ok SENTINEL, then the session is a read stream (kk_streamreads)
 //   q                                 -> (exits)
 //
 // Writes land in the session's staging directory `<root>/.tmp-<session>/` (skipped by every
@@ -38,6 +39,19 @@ kk_mkparent() {
   kk_d=$1
   kk_d=${'$'}{kk_d%/*}
   [ -d "$kk_d" ] || mkdir -p "$kk_d" 2>/dev/null || [ -d "$kk_d" ]
+}
+
+# A list of $1 keys in $2 bytes: short ones line by line with the read builtin (no process),
+# long ones in one head -c.
+kk_getlist() {
+  if [ "$1" -le 32 ]; then
+    kk_l=
+    kk_n=0
+    while [ "$kk_n" -lt "$1" ] && IFS= read -r kk_k; do kk_l="$kk_l$kk_k$kk_nl"; kk_n=$((kk_n + 1)); done
+    IFS=$kk_nl
+  else
+    kk_l=$(head -c "$2")
+  fi
 }
 
 kk_clean() {
@@ -82,7 +96,7 @@ kk_init() {
 }
 
 kk_has() {
-  kk_l=$(head -c "$1")
+  kk_getlist "$1" "$2"
   kk_o=
   for kk_k in $kk_l; do
     if [ -f "$kk_root/$kk_k" ]; then kk_o=${'$'}{kk_o}1; else kk_o=${'$'}{kk_o}0; fi
@@ -105,13 +119,14 @@ kk_statreq() {
 }
 
 kk_readbatch() {
-  kk_l=$(head -c "$1")
+  kk_getlist "$1" "$2"
   for kk_k in $kk_l; do
     if [ -f "$kk_root/$kk_k" ]; then printf './%s\n' "$kk_k"; fi
   done > "$kk_lf"
   if [ -s "$kk_lf" ]; then
     printf 'tar\n'
-    kk_e=$(tar -cf - -C "$kk_root" -T "$kk_lf" 2>&1 >&3)
+    if [ "$kk_tar" = gnu ]; then kk_h=--hard-dereference; else kk_h=--no-recursion; fi
+    kk_e=$(tar -cf - -C "$kk_root" --no-recursion "$kk_h" -T "$kk_lf" 2>&1 >&3)
     kk_rc=$?
     if [ -n "$kk_e" ]; then kk_e=$(kk_oneline "$kk_e"); fi
     printf 'end %s %s\n' "$kk_rc" "$kk_e"
@@ -138,13 +153,13 @@ kk_readrange() {
 }
 
 kk_writebatch() {
-  kk_l=$(head -c "$1")
-  kk_b=$kk_root/$kk_sdir/$3
+  kk_getlist "$1" "$2"
+  kk_b=$kk_root/$kk_sdir/$4
   kk_e=
   if [ -d "$kk_root" ] || kk_e=$(mkdir -p "$kk_root" 2>&1); then
-    kk_e=$(head -c "$2" | { tar -xkmf - -C "$kk_root" --no-same-owner --no-same-permissions 2>&1; cat >/dev/null; })
+    kk_e=$(head -c "$3" | { tar -xkmf - -C "$kk_root" --no-same-owner --no-same-permissions 2>&1; cat >/dev/null; })
   else
-    head -c "$2" >/dev/null
+    head -c "$3" >/dev/null
     kk_e="cannot create the store directory: $kk_e"
   fi
   # Anything but "already exists" means a file may be short (ENOSPC, EIO): the whole batch
@@ -185,7 +200,7 @@ kk_writebatch() {
 }
 
 kk_delete() {
-  kk_l=$(head -c "$1")
+  kk_getlist "$1" "$2"
   if [ ! -d "$kk_root" ]; then printf 'ok\n'; return; fi
   cd "$kk_root" || { printf 'err cannot enter the store directory\n'; return; }
   set --
@@ -236,6 +251,19 @@ kk_children() {
   printf 'end\n'
 }
 
+# From here on this session is a read stream: tar archives the absolute paths it reads from
+# stdin, one per line, for as long as stdin stays open. The client ends each batch with the
+# sentinel file, one output record long: tar writes a record out when it needs the next block,
+# so the sentinel's own data pushes out the record holding its header.
+kk_streamreads() {
+  kk_sd=$(mktemp -d 2>/dev/null) || { printf 'err cannot make a temporary directory\n'; return; }
+  if ! head -c "$1" /dev/zero > "$kk_sd/s"; then printf 'err cannot write the sentinel file\n'; rm -rf "$kk_sd"; return; fi
+  printf 'ok %s\n' "$kk_sd/s"
+  tar -cPf - -b "$2" --no-recursion --hard-dereference -T - 2>/dev/null
+  rm -rf "$kk_sd"
+  exit 0
+}
+
 kk_flush() {
   if [ -d "$kk_root" ]; then sync -f "$kk_root" 2>/dev/null || sync; else sync; fi
   printf 'ok\n'
@@ -260,6 +288,7 @@ kk_main() {
       ls) kk_list ;;
       ch) kk_children ;;
       fl) kk_flush ;;
+      sr) kk_streamreads "$@" ;;
       q) break ;;
       *) printf 'err protocol: unknown request\n'; break ;;
     esac

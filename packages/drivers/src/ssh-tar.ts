@@ -91,37 +91,62 @@ export interface TarEntryIn {
   data: Buffer;
 }
 
+export interface TarHeaderIn {
+  /** Member name, GNU long names and pax paths applied, leading `./` removed. */
+  name: string;
+  /** Type flag: `0` (or NUL, `7`) regular file, `5` directory, `1` hard link... */
+  type: string;
+  size: number;
+  /** Bytes of data plus padding that follow the header. */
+  dataLength: number;
+  /** Link target of a hard link (type `1`). */
+  link: string;
+}
+
 /**
- * Reads one archive from `src` up to and including its first end-of-archive block, calling
- * `onFile` for each regular file (name with any leading `./` removed). The zero padding after
- * that block is the caller's to skip.
+ * The next member's header, after any GNU long-name or pax records for it; undefined at the
+ * end-of-archive block. The caller reads (or skips) `dataLength` bytes next.
  */
-export async function readTar(src: ByteSource, onFile: (e: TarEntryIn) => void): Promise<void> {
+export async function readTarHeader(src: ByteSource): Promise<TarHeaderIn | undefined> {
   let longName: string | undefined;
   let paxPath: string | undefined;
   for (;;) {
     const h = await src.read(BLOCK);
-    if (h.every((byte) => byte === 0)) return;
+    if (h.every((byte) => byte === 0)) return undefined;
     if (!checksumOk(h)) throw new TarFormatError('bad tar header checksum');
     const size = parseSize(h.subarray(124, 136));
     const type = String.fromCharCode(h[156]!);
-    const dataLen = size + ((BLOCK - (size % BLOCK)) % BLOCK);
-    const body = dataLen ? await src.read(dataLen) : Buffer.alloc(0);
-    const data = body.subarray(0, size);
-    if (type === 'L') {
-      longName = cString(data);
+    const dataLength = size + ((BLOCK - (size % BLOCK)) % BLOCK);
+    if (type === 'L' || type === 'x' || type === 'g') {
+      const data = (await src.read(dataLength)).subarray(0, size);
+      if (type === 'L') longName = cString(data);
+      else if (type === 'x') paxPath = paxValue(data, 'path') ?? paxPath;
       continue;
     }
-    if (type === 'x') {
-      paxPath = paxValue(data, 'path') ?? paxPath;
-      continue;
-    }
-    if (type === 'g') continue;
     let name = paxPath ?? longName ?? ustarName(h);
-    longName = paxPath = undefined;
-    if (type !== '0' && type !== '\0' && type !== '7') continue;
     while (name.startsWith('./')) name = name.slice(2);
-    onFile({ name, data });
+    let link = cString(h.subarray(157, 257));
+    while (link.startsWith('./')) link = link.slice(2);
+    return { name, type, size, dataLength, link };
+  }
+}
+
+/** Whether a member of `type` is a regular file. */
+export const isRegularFile = (type: string) => type === '0' || type === '\0' || type === '7';
+
+/**
+ * Reads one archive from `src` up to and including its first end-of-archive block, calling
+ * `onFile` for each regular file. The zero padding after that block is the caller's to skip.
+ */
+export async function readTar(src: ByteSource, onFile: (e: TarEntryIn) => void): Promise<void> {
+  // A second name of an inode already in the archive comes as a hard link to the first.
+  const seen = new Map<string, Buffer>();
+  for (let h = await readTarHeader(src); h; h = await readTarHeader(src)) {
+    const body = h.dataLength ? await src.read(h.dataLength) : Buffer.alloc(0);
+    const data = isRegularFile(h.type) ? body.subarray(0, h.size) : h.type === '1' ? seen.get(h.link) : undefined;
+    if (!data) continue;
+    seen.set(h.name, data);
+    onFile({ name: h.name, data });
   }
 }
 

@@ -14,7 +14,7 @@ import { KkError, type KkErrorCode } from '@kk/core';
 import type { ByteRange, DriverCapabilities, ObjectInfo, PruneDriver } from '@kk/core';
 import { TEMP_PREFIX, checkKey, checkPrefix } from './keys.js';
 import { AGENT_SCRIPT } from './ssh-agent.sh.js';
-import { type ByteSource, TarFormatError, buildTar, readTar } from './ssh-tar.js';
+import { type ByteSource, TarFormatError, buildTar, isRegularFile, readTar, readTarHeader } from './ssh-tar.js';
 
 export interface SshDriverOptions {
   /** Host name, address or ~/.ssh/config alias. Required; must not start with `-`. */
@@ -62,6 +62,9 @@ const WRITE_BATCH_OBJECTS = 2000;
 const READ_BATCH_OBJECTS = 1000;
 const HAS_BATCH_KEYS = 4000;
 const DELETE_BATCH_KEYS = 1000;
+// The read stream's tar writes records of this many 512-byte blocks; its sentinel is one record.
+const STREAM_BLOCKING = 8;
+const STREAM_BATCHES_OUT = 4;
 /** Content-addressed objects queued (not yet confirmed by the host) at most, in bytes. */
 const WRITE_BEHIND_BYTES = 64 * 1024 * 1024;
 // Keys whose bytes are fixed by their name (DESIGN 3): a queued create of one cannot conflict.
@@ -208,6 +211,31 @@ export function createSshDriver(opts: SshDriverOptions) {
     return ch;
   }
 
+  // One session turned into a read stream (GNU tar on the host): batches of reads cost no process.
+  let stream: Promise<Channel | undefined> | undefined;
+  async function readStream(): Promise<Channel | undefined> {
+    if (stream) {
+      const s = await stream;
+      if (!s || !s.gone) return s;
+    }
+    stream = (async () => {
+      const first = await channel();
+      if (first.info?.tar !== 'gnu' || closed) return undefined;
+      const ch = new Channel(opts.sshCommand ?? 'ssh', [...sshArgs(), '--', opts.host, 'sh -s'], where, traffic, () => {});
+      try {
+        await ch.start();
+        await ch.init(session, root, false);
+        await ch.openReadStream(STREAM_BLOCKING);
+        return ch;
+      } catch {
+        await ch.kill();
+        return undefined;
+      }
+    })();
+    return stream;
+  }
+  const remotePath = (key: string) => `${root === '/' ? '' : root}/${key}`;
+
   /** A ready channel: the least busy one; another is opened in the background when all are busy. */
   async function channel(): Promise<Channel> {
     if (closed) throw new TypeError('ssh driver used after close()');
@@ -266,7 +294,7 @@ export function createSshDriver(opts: SshDriverOptions) {
       const list = Buffer.from(batch.map((op) => `${op.create ? 'c' : 'r'}${op.key}\n`).join(''));
       const tar = buildTar(entries);
       const ch = await channel();
-      const { results, message } = await ch.writeBatch(list, tar, id);
+      const { results, message } = await ch.writeBatch(batch.length, list, tar, id);
       if (results.length !== batch.length) throw ch.protocolError(`write batch answered ${results.length} of ${batch.length}`);
       dirty = true;
       batch.forEach((op, i) => {
@@ -333,7 +361,7 @@ export function createSshDriver(opts: SshDriverOptions) {
   let readsOut = 0;
 
   function pumpReads(): void {
-    while (reads.length && readsOut < maxChannels) {
+    while (reads.length && readsOut < Math.max(maxChannels, STREAM_BATCHES_OUT)) {
       const batch = reads.splice(0, READ_BATCH_OBJECTS);
       readsOut++;
       sendReads(batch).finally(() => {
@@ -346,6 +374,23 @@ export function createSshDriver(opts: SshDriverOptions) {
   async function sendReads(batch: ReadOp[]): Promise<void> {
     try {
       const keys = [...new Set(batch.map((op) => op.key))];
+      const s = await readStream();
+      if (s) {
+        const byPath = await s.streamFetch(keys.map(remotePath));
+        const missing = keys.filter((k) => !byPath.has(remotePath(k)));
+        // tar skips what it cannot read: tell a missing object from an unreadable one.
+        // Those present now (unreadable, or created meanwhile) are read once more the slow way.
+        const present = missing.length ? await call((ch) => ch.has(missing)) : [];
+        const again = missing.filter((_, i) => present[i]);
+        const retry = again.length ? await call((ch) => ch.readBatch(again)) : undefined;
+        for (const op of batch) {
+          const data = byPath.get(remotePath(op.key)) ?? retry?.files.get(op.key);
+          if (data) op.resolve(data);
+          else if (retry && retry.rc !== 0 && again.includes(op.key) && /Permission denied|Input\/output error/i.test(retry.message)) op.reject(opError(where, 'get', op.key, retry.message));
+          else op.resolve(undefined);
+        }
+        return;
+      }
       const ch = await channel();
       const { files, rc, message } = await ch.readBatch(keys);
       for (const op of batch) {
@@ -498,7 +543,8 @@ export function createSshDriver(opts: SshDriverOptions) {
       closed = true;
       await opening?.catch(() => {});
       while (spawning) await new Promise((r) => setTimeout(r, 10));
-      await Promise.all(channels.slice().map((c) => c.quit()));
+      const s = await stream?.catch(() => undefined);
+      await Promise.all([...channels.slice(), ...(s ? [s] : [])].map((c) => c.quit()));
       if (controlDir) {
         // The master outlives its last session for ControlPersist; end it now.
         await new Promise<void>((resolve) => {
@@ -559,6 +605,10 @@ class Channel {
   private wake: (() => void) | undefined;
   private ended: Error | undefined;
   private replies: Promise<unknown> = Promise.resolve();
+  /** Read-stream mode: batches waiting for their sentinel, oldest first. */
+  private streamBatches: { files: Map<string, Buffer>; resolve: (f: Map<string, Buffer>) => void; reject: (e: unknown) => void }[] = [];
+  private sentinel: string | undefined;
+  private quitting = false;
   private writing: Promise<void> = Promise.resolve();
 
   constructor(
@@ -623,11 +673,70 @@ class Channel {
     });
   }
 
+  /** The session has ended (its process exited). */
+  get gone(): boolean {
+    return this.ended !== undefined;
+  }
+
+  /** Turn this session into a read stream (see kk_streamreads in ssh-agent.sh.ts). */
+  async openReadStream(blocking: number): Promise<void> {
+    const sentinel = await this.request([Buffer.from(`sr ${blocking * 512} ${blocking}\n`)], () => this.okLine('read stream'));
+    if (!sentinel.startsWith('/')) throw this.protocolError('read stream without a sentinel path');
+    this.sentinel = sentinel;
+    void this.streamLoop(sentinel);
+  }
+
+  /** Files (by absolute path) of `paths` that exist; the others are simply absent from the map. */
+  streamFetch(paths: readonly string[]): Promise<Map<string, Buffer>> {
+    if (this.ended) return Promise.reject(this.ended);
+    return new Promise((resolve, reject) => {
+      if (this.streamBatches.length === 0) this.hold(true);
+      this.streamBatches.push({ files: new Map(), resolve, reject });
+      this.send([Buffer.from(`${paths.join('\n')}\n${this.sentinel}\n`)]);
+    });
+  }
+
+  private async streamLoop(sentinel: string): Promise<void> {
+    try {
+      for (;;) {
+        const h = await readTarHeader(this.source);
+        if (!h) {
+          if (this.quitting) return;
+          throw this.protocolError('the read stream ended');
+        }
+        if (h.name === sentinel) {
+          const done = this.streamBatches.shift();
+          if (!done) throw this.protocolError('read stream sentinel without a batch');
+          if (this.streamBatches.length === 0) this.hold(false);
+          done.resolve(done.files);
+          // The rest of the sentinel comes out with the next batch.
+          await this.bytes(h.dataLength);
+          continue;
+        }
+        const body = h.dataLength ? await this.bytes(h.dataLength) : Buffer.alloc(0);
+        if (isRegularFile(h.type)) this.streamBatches[0]?.files.set(h.name, body.subarray(0, h.size));
+      }
+    } catch (err) {
+      if (this.quitting) return;
+      const e = err instanceof TarFormatError ? this.protocolError(err.message) : err;
+      for (const b of this.streamBatches.splice(0)) b.reject(e);
+      this.hold(false);
+      void this.kill();
+    }
+  }
+
   protocolError(why: string): KkError {
     void this.kill();
     return new KkError('BACKEND', `ssh store ${this.where}: protocol error: ${why}`, {
       hint: `the host's sh or tar behaves unexpectedly; report this with the output of \`ssh HOST 'tar --version; ls -l /bin/sh'\``,
     });
+  }
+
+  /** An idle session does not keep the process alive (a caller that forgot close() still exits). */
+  private hold(busy: boolean): void {
+    const c = this.child;
+    if (!c) return;
+    for (const h of [c, c.stdin, c.stdout, c.stderr] as { ref(): void; unref(): void }[]) busy ? h.ref() : h.unref();
   }
 
   /** Queue `parts` on stdin in order. */
@@ -644,8 +753,10 @@ class Channel {
 
   /** Run `read` once every earlier reply has been consumed. */
   private reply<T>(read: () => Promise<T>): Promise<T> {
-    this.pending++;
-    const p = this.replies.then(read).finally(() => this.pending--);
+    if (this.pending++ === 0) this.hold(true);
+    const p = this.replies.then(read).finally(() => {
+      if (--this.pending === 0) this.hold(false);
+    });
     this.replies = p.catch(() => {});
     return p;
   }
@@ -752,7 +863,7 @@ class Channel {
   async has(keys: readonly string[]): Promise<boolean[]> {
     if (!keys.length) return [];
     const list = Buffer.from(keys.join('\n') + '\n');
-    const bits = await this.request([Buffer.from(`hs ${list.length}\n`), list], () => this.okLine('hasMany'));
+    const bits = await this.request([Buffer.from(`hs ${keys.length} ${list.length}\n`), list], () => this.okLine('hasMany'));
     if (bits.length !== keys.length) throw this.protocolError(`hasMany answered ${bits.length} of ${keys.length}`);
     return [...bits].map((b) => b === '1');
   }
@@ -782,7 +893,7 @@ class Channel {
 
   readBatch(keys: readonly string[]): Promise<{ files: Map<string, Buffer>; rc: number; message: string }> {
     const list = Buffer.from(keys.join('\n') + '\n');
-    return this.request([Buffer.from(`rb ${list.length}\n`), list], () => this.tarReply());
+    return this.request([Buffer.from(`rb ${keys.length} ${list.length}\n`), list], () => this.tarReply());
   }
 
   async readRange(key: string, start: number, length: number): Promise<Buffer | undefined> {
@@ -793,8 +904,8 @@ class Channel {
     return undefined;
   }
 
-  writeBatch(list: Buffer, tar: { parts: Uint8Array[]; length: number }, id: string): Promise<{ results: string; message: string }> {
-    return this.request([Buffer.from(`wb ${list.length} ${tar.length} ${id}\n`), list, ...tar.parts], async () => {
+  writeBatch(count: number, list: Buffer, tar: { parts: Uint8Array[]; length: number }, id: string): Promise<{ results: string; message: string }> {
+    return this.request([Buffer.from(`wb ${count} ${list.length} ${tar.length} ${id}\n`), list, ...tar.parts], async () => {
       const results = await this.okLine('write');
       const msg = await this.line();
       if (!msg.startsWith('msg')) throw this.protocolError('write reply without its msg line');
@@ -805,7 +916,7 @@ class Channel {
   /** Deletes `keys`; resolves an error message, or undefined when all went. */
   async deleteBatch(keys: readonly string[]): Promise<string | undefined> {
     const list = Buffer.from(keys.join('\n') + '\n');
-    return this.request([Buffer.from(`dm ${list.length}\n`), list], async () => {
+    return this.request([Buffer.from(`dm ${keys.length} ${list.length}\n`), list], async () => {
       const l = await this.line();
       if (l === 'ok') return undefined;
       if (l.startsWith('err ')) return l.slice(4);
@@ -851,8 +962,10 @@ class Channel {
   /** Ask the session to clean up and exit; kill it if it does not within 5 s. */
   async quit(): Promise<void> {
     if (!this.child || this.ended) return;
+    this.quitting = true;
     const exited = new Promise<void>((r) => this.child!.once('close', () => r()));
-    this.send([Buffer.from('q\n')]);
+    // A read stream ends with its stdin; a command session is told to clean up first.
+    if (this.sentinel === undefined) this.send([Buffer.from('q\n')]);
     await this.writing;
     this.child.stdin.end();
     const timer = setTimeout(() => this.child?.kill('SIGKILL'), 5000);
