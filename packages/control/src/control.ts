@@ -35,6 +35,8 @@ export interface ActivityInput {
   channel?: string;
   previous?: string;
   details?: Record<string, unknown>;
+  /** When it happened (default now): set when a deferred write is retried. */
+  time?: string;
 }
 
 export class Control {
@@ -86,7 +88,7 @@ export class Control {
     return this.cdb.writeTx(async (tx) => {
       const details = a.previous ? { ...a.details, previous: a.previous } : a.details;
       const audit = await this.audit.record(
-        stripUndefined({ action: a.action, token: a.token, agent: a.agent, address: a.address, project: a.project, app: a.app, version: a.version, manifest: a.manifest, channel: a.channel, details }),
+        stripUndefined({ action: a.action, token: a.token, agent: a.agent, address: a.address, project: a.project, app: a.app, version: a.version, manifest: a.manifest, channel: a.channel, details, time: a.time }),
         tx,
       );
       const ev: EventInput = {

@@ -8,7 +8,7 @@ export * from './webhooks.js';
 export { Events, eventFromRow, isWebhookEvent, type AppendResult, type EventInput, type KkEvent, type StoredEvent } from './events.js';
 export { EVENT_TYPES, type EventType, timeId } from './util.js';
 export { AuditLog, type AuditEntry, type AuditFilter, type AuditPage, type AuditResult } from './audit.js';
-export { Uploads, type DeclaredFile, type UploadSession } from './uploads.js';
+export { Uploads, type DeclaredFile, type FinishedUpload, type UploadSession } from './uploads.js';
 export { Leases, type JobRun, type Lease } from './leases.js';
 export { Settings } from './settings.js';
 export { IMPORT_MARKER, importStoreState, type ImportResult } from './import.js';

@@ -128,6 +128,9 @@ export const MIGRATIONS: Migration[] = [
         .addColumn('git_commit', 'text')
         .addColumn('meta', 'text')
         .addColumn('declared', 'text', (c) => c.notNull())
+        // What the finish produced (JSON), once the version exists: a retried finish answers it.
+        .addColumn('finished', 'text')
+        .addColumn('finished_ms', 'bigint')
         // One session per version: two uploads of one version share it.
         .addUniqueConstraint('upload_sessions_version', ['project', 'app', 'version'])
         .execute();

@@ -104,6 +104,9 @@ export interface UploadSessionsTable {
   meta: string | null;
   /** JSON array of declared files. */
   declared: string;
+  /** JSON of what the finish produced; null while open. */
+  finished: string | null;
+  finished_ms: number | null;
 }
 
 export interface UploadFilesTable {

@@ -27,6 +27,16 @@ export interface UploadSession {
   declared: DeclaredFile[];
 }
 
+/** What `POST /upload/finish` answered when it created the version. */
+export interface FinishedUpload {
+  project: string;
+  app: string;
+  version: string;
+  manifest: string;
+  files: number;
+  bytes: number;
+}
+
 export function sessionFromRow(r: UploadSessionsTable): UploadSession {
   const s: UploadSession = { id: r.id, project: r.project, app: r.app, version: r.version, token: r.token, created: r.created, expires: r.expires, declared: JSON.parse(r.declared) as DeclaredFile[] };
   if (r.builder !== null) s.builder = r.builder;
@@ -49,6 +59,8 @@ export function sessionRow(s: UploadSession): UploadSessionsTable {
     git_commit: s.git_commit ?? null,
     meta: s.meta === undefined ? null : JSON.stringify(s.meta),
     declared: JSON.stringify(s.declared),
+    finished: null,
+    finished_ms: null,
   };
 }
 
@@ -57,14 +69,29 @@ export class Uploads {
 
   /** The open (unexpired) session of a version. */
   async get(project: string, app: string, version: string, ex: Executor = this.cdb.db): Promise<UploadSession | undefined> {
-    const r = await ex.selectFrom('upload_sessions').selectAll().where('project', '=', project).where('app', '=', app).where('version', '=', version).where('expires_ms', '>', Date.now()).executeTakeFirst();
+    const r = await ex.selectFrom('upload_sessions').selectAll().where('project', '=', project).where('app', '=', app).where('version', '=', version).where('expires_ms', '>', Date.now()).where('finished', 'is', null).executeTakeFirst();
     return r ? sessionFromRow(r) : undefined;
   }
 
   async byId(id: string): Promise<UploadSession | undefined> {
     if (!/^up-[0-9a-f]{24}$/.test(id)) return undefined;
-    const r = await this.cdb.db.selectFrom('upload_sessions').selectAll().where('id', '=', id).where('expires_ms', '>', Date.now()).executeTakeFirst();
+    const r = await this.cdb.db.selectFrom('upload_sessions').selectAll().where('id', '=', id).where('expires_ms', '>', Date.now()).where('finished', 'is', null).executeTakeFirst();
     return r ? sessionFromRow(r) : undefined;
+  }
+
+  /** What a finished upload produced, kept under its id so a retried finish can answer it. */
+  async finished(id: string): Promise<FinishedUpload | undefined> {
+    if (!/^up-[0-9a-f]{24}$/.test(id)) return undefined;
+    const r = await this.cdb.db.selectFrom('upload_sessions').select('finished').where('id', '=', id).executeTakeFirst();
+    return r?.finished ? (JSON.parse(r.finished) as FinishedUpload) : undefined;
+  }
+
+  /** Close a session that created its version: its files go, its id now answers with the result. */
+  async finish(s: Pick<UploadSession, 'id'>, result: FinishedUpload): Promise<void> {
+    await this.cdb.writeTx(async (tx) => {
+      await tx.updateTable('upload_sessions').set({ finished: JSON.stringify(result), finished_ms: Date.now(), declared: '[]' }).where('id', '=', s.id).execute();
+      await tx.deleteFrom('upload_files').where('session', '=', s.id).execute();
+    });
   }
 
   /** The open session of a version, or a new one (an expired one is discarded first). */
@@ -79,7 +106,7 @@ export class Uploads {
     return this.cdb.writeTx(async (tx) => {
       const row = await tx.selectFrom('upload_sessions').selectAll().where('project', '=', project).where('app', '=', app).where('version', '=', version).executeTakeFirst();
       const existing = row ? sessionFromRow(row) : undefined;
-      if (existing && Date.parse(existing.expires) <= Date.now()) await tx.deleteFrom('upload_sessions').where('id', '=', existing.id).execute();
+      if (existing && (row!.finished !== null || Date.parse(existing.expires) <= Date.now())) await tx.deleteFrom('upload_sessions').where('id', '=', existing.id).execute();
       else if (existing) {
         if (extra.declared?.length) {
           const known = new Set(existing.declared.map((d) => d.path));
@@ -128,14 +155,15 @@ export class Uploads {
     return rows.map((r) => JSON.parse(r.entry) as FileEntry);
   }
 
-  /** Remove a session and everything recorded under it. */
+  /** Remove a session and everything recorded under it (also a finished one's answer). */
   async discard(s: Pick<UploadSession, 'id'>): Promise<void> {
     await this.cdb.db.deleteFrom('upload_sessions').where('id', '=', s.id).execute();
   }
 
-  /** Drop expired sessions (the nightly job). Returns how many. */
+  /** Drop expired sessions and the ids of uploads finished a day ago (the nightly job). Returns how many sessions. */
   async expire(now = Date.now()): Promise<number> {
-    const r = await this.cdb.db.deleteFrom('upload_sessions').where('expires_ms', '<=', now).executeTakeFirst();
+    const r = await this.cdb.db.deleteFrom('upload_sessions').where('expires_ms', '<=', now).where('finished', 'is', null).executeTakeFirst();
+    await this.cdb.db.deleteFrom('upload_sessions').where('finished_ms', '<=', now - 86_400_000).execute();
     return Number(r.numDeletedRows);
   }
 }

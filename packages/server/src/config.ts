@@ -60,6 +60,8 @@ export interface ServerConfig {
   trustProxy: boolean;
   /** Hashing worker threads. Default: available parallelism. */
   hasherThreads?: number;
+  /** The control database URL (`db:` in the file; `kk serve --db`, KK_DB). Default: SQLite in the state directory. */
+  db?: string;
 }
 
 export const DEFAULT_RETENTION_SCHEDULE = '0 3 * * *';
@@ -134,6 +136,7 @@ const FILE_KEYS: Record<string, (c: Partial<ServerConfig>, v: unknown) => void> 
   webhook_poll: (c, v) => (c.webhookPollMs = parseDuration(v as string)),
   upload_ttl: (c, v) => (c.uploadTtlMs = parseDuration(v as string)),
   tmp_dir: (c, v) => (c.tmpDir = str(v, 'tmp_dir')),
+  db: (c, v) => (c.db = str(v, 'db')),
   trust_proxy: (c, v) => (c.trustProxy = v === true),
   webhooks: (c, v) => {
     if (!Array.isArray(v)) throw new KkError('CONFIG_INVALID', 'webhooks must be a list');

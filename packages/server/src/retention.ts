@@ -1,12 +1,13 @@
 // The nightly job (seed 6.3, DESIGN 8): keep the newest `retain_versions` of every app (never a
 // version a channel such as `promoted` points to), then chunk GC, then drop expired upload
 // sessions. Scheduled by a cron expression (default 03:00 server time); when several instances
-// share a store, the first to claim a scheduled minute runs it.
+// share a control database, the first to claim a scheduled minute runs it (a job-run row with a
+// lease it renews); if that instance dies mid-run, another takes the run over once the lease
+// lapses (checked every minute), so each scheduled run happens once per cluster.
 import { Cron } from 'croner';
 import { type GcResult, type RetentionResult, applyRetentionAll, gc, isKkError } from '@kk/core';
 import type { KkServer } from './server.js';
 import { deleteVersion } from './routes/objects.js';
-import { Uploads } from './uploads.js';
 
 export interface RetentionRun {
   started: string;
@@ -22,11 +23,15 @@ export interface RetentionRun {
   uploads_expired: number;
 }
 
-const LAST_RUN = 'server/retention/last-run';
+const LAST_RUN = 'retention.last-run';
+const JOB = 'retention';
+/** How long a run's lease holds without renewal (renewed every third of it). */
+const LEASE_MS = 60_000;
 
 export class RetentionScheduler {
   private cron: Cron | undefined;
   private running: Promise<RetentionRun> | undefined;
+  private takeover: NodeJS.Timeout | undefined;
 
   constructor(private readonly srv: KkServer) {}
 
@@ -37,32 +42,54 @@ export class RetentionScheduler {
 
   start(): void {
     const { retentionSchedule, retentionTimezone } = this.srv.config;
-    this.cron = new Cron(retentionSchedule, { protect: true, ...(retentionTimezone ? { timezone: retentionTimezone } : {}) }, () => this.scheduled());
+    this.cron = new Cron(retentionSchedule, { protect: true, ...(retentionTimezone ? { timezone: retentionTimezone } : {}) }, () => void this.scheduled());
+    this.takeover = setInterval(() => void this.resumeStale(), LEASE_MS);
+    this.takeover.unref();
   }
 
   stop(): void {
     this.cron?.stop();
+    clearInterval(this.takeover);
   }
 
   nextRun(): Date | null {
     return (this.cron ?? RetentionScheduler.pattern(this.srv.config.retentionSchedule, this.srv.config.retentionTimezone)).nextRun();
   }
 
-  private async scheduled(): Promise<void> {
-    // One instance per scheduled minute: the claim is create-if-absent in the shared store.
-    const minute = new Date().toISOString().slice(0, 16).replace(/[:T]/g, '-');
-    const claimed = await this.srv.store.writer.putIfAbsent(`server/retention/runs/${minute}`, Buffer.from(JSON.stringify({ started: new Date().toISOString() })));
-    if (!claimed) return;
+  /**
+   * What the cron calls: run the scheduled minute `at` unless another instance claimed it.
+   * Resolves whether this instance ran it.
+   */
+  async scheduled(at = new Date()): Promise<boolean> {
+    const slot = at.toISOString().slice(0, 16);
+    const { leases, owner } = this.srv.control;
     try {
-      await this.run({ trigger: 'schedule' });
+      const r = await leases.runOnce(JOB, slot, owner, LEASE_MS, () => this.run({ trigger: 'schedule' }));
+      return r.ran;
     } catch (err) {
-      this.srv.log.error('scheduled retention failed', { err: String(err) });
+      this.srv.log.error('scheduled retention failed', { err: String(err), slot });
+      return true;
     }
   }
 
+  /** Take over scheduled runs whose instance stopped renewing their lease (it died mid-run). */
+  async resumeStale(): Promise<string[]> {
+    const { leases, owner } = this.srv.control;
+    let slots: string[] = [];
+    try {
+      slots = await leases.claimStale(JOB, owner, LEASE_MS);
+      for (const slot of slots) {
+        this.srv.log.warn('taking over a retention run whose instance stopped', { slot });
+        await leases.holding(JOB, slot, owner, LEASE_MS, () => this.run({ trigger: 'schedule' })).catch((err) => this.srv.log.error('scheduled retention failed', { err: String(err), slot }));
+      }
+    } catch (err) {
+      this.srv.log.error('retention takeover check failed', { err: String(err) });
+    }
+    return slots;
+  }
+
   async lastRun(): Promise<RetentionRun | undefined> {
-    const raw = await this.srv.store.driver.get(LAST_RUN);
-    return raw ? (JSON.parse(raw.toString('utf8')) as RetentionRun) : undefined;
+    return this.srv.control.settings.get<RetentionRun>(LAST_RUN);
   }
 
   /** Run now (one run at a time per instance; a second caller shares the first run). */
@@ -117,7 +144,7 @@ export class RetentionScheduler {
       if (!isKkError(err, 'LOCKED') && !isKkError(err, 'FORBIDDEN')) throw err;
       gcError = (err as Error).message;
     }
-    const uploadsExpired = dryRun ? 0 : await new Uploads(srv.store).expire();
+    const uploadsExpired = dryRun ? 0 : await srv.control.uploads.expire();
     const run: RetentionRun = {
       started,
       finished: new Date().toISOString(),
@@ -135,8 +162,8 @@ export class RetentionScheduler {
     if (gcError) run.gc_error = gcError;
     srv.metrics.retentionRuns.inc({ result: gcError ? 'gc_skipped' : 'ok' });
     if (!dryRun) {
-      await srv.store.writer.put(LAST_RUN, Buffer.from(JSON.stringify(run)));
-      await srv.audit.record({ action: 'retention', token: actor.token, details: { deleted: deleted.length, bytes_freed: gcResult?.bytesFreed ?? 0, trigger: opts.trigger } }, true);
+      await srv.control.settings.put(LAST_RUN, run);
+      await srv.activity(undefined, 'retention', { details: { deleted: deleted.length, bytes_freed: gcResult?.bytesFreed ?? 0, trigger: opts.trigger } }, actor);
     }
     srv.log.info('retention run', { trigger: opts.trigger, dry_run: dryRun, deleted: deleted.length, bytes_freed: gcResult?.bytesFreed, gc_error: gcError });
     return run;

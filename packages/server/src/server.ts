@@ -1,14 +1,18 @@
-// The kk server (DESIGN 9): a thin HTTP layer over a core Store. It keeps no state that another
-// instance on the same store would miss: tokens, webhooks, the outbox, upload sessions and the
-// audit log all live under server/ in the store; memory holds only short-lived caches.
+// The kk server (DESIGN 9): a thin HTTP layer over a core Store (the artifacts) and the control
+// database (@kk/control: tokens, webhooks, the outbox and deliveries, upload sessions, the audit
+// log, events, leases). It keeps no state another instance on the same store and database would
+// miss; memory holds only short-lived caches.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { createHash } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { homedir, tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Control, importStoreState } from '@kk/control';
 import { type Digest, type Hasher, KkError, type Store, createHasher, decodeManifest, manifestKey, Store as StoreClass } from '@kk/core';
 import { openDriver } from '@kk/drivers';
-import { AuditLog } from './audit.js';
+import type { AuditLog } from './audit.js';
 import { Caches, type CachedManifest } from './cache.js';
 import { type ServerConfig, resolveConfig } from './config.js';
 import { HttpError, errorResponse, sendJson } from './http.js';
@@ -16,14 +20,13 @@ import { Listing } from './listing.js';
 import { type LogLevel, type LogSink, type Logger, createLogger } from './log.js';
 import { type Metrics, createMetrics } from './metrics.js';
 import { Router } from './router.js';
-import { type Principal, type Permission, TokenService, formatScope, hasPermission, may, scopeCovers } from './tokens.js';
+import { type Principal, type Permission, type TokenService, formatScope, hasPermission, may, scopeCovers } from './tokens.js';
 import { Webhooks } from './webhooks.js';
 import { RetentionScheduler } from './retention.js';
 import { registerObjectRoutes } from './routes/objects.js';
 import { registerApiRoutes } from './routes/api.js';
 import { registerFileRoutes } from './routes/files.js';
 import { registerAdminRoutes } from './routes/admin.js';
-import type { EventType } from './config.js';
 
 /** One request as handlers see it. */
 export interface Call {
@@ -57,6 +60,28 @@ export interface KkServerOptions {
   logLevel?: LogLevel;
   /** Resolve a relative store path against this directory. */
   cwd?: string;
+  /**
+   * The control database: `sqlite:///path/kk.db`, `postgres://user:pass@host:port/db`, or an
+   * open Control (not closed by the server). Default: SQLite in the server's state directory
+   * (see defaultDbUrl).
+   */
+  db?: string | Control;
+}
+
+/**
+ * Where the control database lives without --db: for a file store, `<store>/server/kk.db`
+ * (next to the state the server kept there before); for any other store, a SQLite file per
+ * store under `$KK_STATE_DIR` (default `~/.local/state/kk`).
+ */
+export function defaultDbUrl(store: string | Store, cwd = process.cwd()): string {
+  if (typeof store === 'string') {
+    const hasScheme = /^[a-z][a-z0-9+.-]*:/i.test(store) && !/^[a-z]:[\\/]/i.test(store);
+    if (!hasScheme) return `sqlite://${join(resolve(cwd, store), 'server', 'kk.db')}`;
+    if (store.startsWith('file:')) return `sqlite://${join(fileURLToPath(new URL(store)), 'server', 'kk.db')}`;
+  }
+  const identity = typeof store === 'string' ? store.split('?')[0]! : `${store.driver.name}:${store.config.created}`;
+  const dir = process.env.KK_STATE_DIR || join(process.env.XDG_STATE_HOME || join(homedir(), '.local', 'state'), 'kk');
+  return `sqlite://${join(dir, createHash('sha256').update(identity).digest('hex').slice(0, 16), 'kk.db')}`;
 }
 
 export interface AuditFields {
@@ -78,6 +103,9 @@ export class KkServer {
   readonly webhooks: Webhooks;
   readonly listing: Listing;
   readonly retention: RetentionScheduler;
+  /** Activities the database refused, retried in the background (the action already happened). */
+  private backlog: Parameters<Control['activity']>[0][] = [];
+  private backlogTimer: NodeJS.Timeout | undefined;
   /** Set when this start minted the first admin token (no KK_ADMIN_TOKEN, empty store). */
   initialAdminToken: string | undefined;
   private http: Server | undefined;
@@ -88,17 +116,18 @@ export class KkServer {
 
   private constructor(
     readonly store: Store,
+    readonly control: Control,
     readonly hasher: Hasher,
     readonly config: ServerConfig,
     readonly log: Logger,
-    adminToken: string | undefined,
     private readonly ownsStore: boolean,
+    private readonly ownsControl: boolean,
   ) {
     this.caches = new Caches(config.manifestCacheBytes, config.cacheTtlMs);
-    this.metrics = createMetrics(() => this.webhooks.depth);
-    this.tokens = new TokenService(store, adminToken);
-    this.audit = new AuditLog(store, (err, e) => log.error('audit write failed; retrying in the background', { action: e.action, id: e.id, err: String(err) }));
-    this.webhooks = new Webhooks(store, config, log, this.metrics);
+    this.metrics = createMetrics(() => this.webhooks.depth + this.backlog.length);
+    this.tokens = control.tokens;
+    this.audit = control.audit;
+    this.webhooks = new Webhooks(control, config, log, this.metrics);
     this.listing = new Listing(this);
     this.retention = new RetentionScheduler(this);
     registerObjectRoutes(this);
@@ -110,20 +139,46 @@ export class KkServer {
   static async create(opts: KkServerOptions): Promise<KkServer> {
     const config = resolveConfig(opts.config);
     const log = createLogger(opts.log, opts.logLevel);
+    // The database first: a bad or unreachable --db fails before anything is written to the store.
+    let control: Control;
+    const dbGiven = opts.db ?? config.db;
+    if (dbGiven instanceof Control) control = dbGiven;
+    else {
+      const url = dbGiven ?? (typeof opts.store === 'string' ? defaultDbUrl(opts.store, opts.cwd) : undefined);
+      const ctlOpts = { ...(opts.cwd ? { cwd: opts.cwd } : {}), ...(opts.adminToken ? { adminToken: opts.adminToken } : {}), ...(config.webhookSecret ? { webhookSecret: config.webhookSecret } : {}) };
+      if (url) control = await Control.open(url, ctlOpts);
+      else {
+        // An open Store and no database named: its default place depends on the store's identity.
+        control = await Control.open(defaultDbUrl(opts.store), ctlOpts);
+      }
+    }
     let store: Store;
-    if (typeof opts.store === 'string') {
-      const driver = await openDriver(opts.store, opts.cwd ? { cwd: opts.cwd } : {});
-      store = await StoreClass.open(driver, { create: true });
-    } else store = opts.store;
+    try {
+      if (typeof opts.store === 'string') {
+        const driver = await openDriver(opts.store, opts.cwd ? { cwd: opts.cwd } : {});
+        store = await StoreClass.open(driver, { create: true });
+      } else store = opts.store;
+    } catch (err) {
+      if (!(dbGiven instanceof Control)) await control.close();
+      throw err;
+    }
+    const m = control.migration;
+    if (m.applied.length) log.info('control database migrated', { db: control.cdb.display, dialect: control.dialect, from: m.from, to: m.to });
     const hasher = createHasher(config.hasherThreads ? { threads: config.hasherThreads } : {});
     let srv: KkServer;
     try {
-      srv = new KkServer(store, hasher, config, log, opts.adminToken, typeof opts.store === 'string');
+      srv = new KkServer(store, control, hasher, config, log, typeof opts.store === 'string', !(dbGiven instanceof Control));
     } catch (err) {
       await hasher.close();
+      if (!(dbGiven instanceof Control)) await control.close();
       throw err;
     }
     try {
+      const imported = await importStoreState(control.cdb, store.driver);
+      if (imported.imported && imported.tokens + imported.webhooks + imported.deliveries + imported.audit + imported.uploads > 0) {
+        const { imported: _i, ...counts } = imported;
+        log.info('imported the server state kept in the store into the control database (once; the store objects are left in place)', { db: control.cdb.display, ...counts });
+      }
       await srv.webhooks.syncConfig(config.webhooks);
       if (!opts.adminToken) await srv.bootstrapAdmin();
     } catch (err) {
@@ -138,11 +193,10 @@ export class KkServer {
   /** Without a preset admin token, the first start on an empty store mints one, shown once. */
   private async bootstrapAdmin(): Promise<void> {
     if (await this.tokens.any()) return;
-    const marker = Buffer.from(JSON.stringify({ created: new Date().toISOString() }));
-    if (!(await this.store.writer.putIfAbsent('server/bootstrap', marker))) return;
+    if (!(await this.control.settings.putIfAbsent('bootstrap', { created: new Date().toISOString() }))) return;
     const { token, record } = await this.tokens.mint({ name: 'initial admin', scope: { kind: 'global' }, permissions: ['admin'] }, 'bootstrap');
     this.initialAdminToken = token;
-    await this.audit.record({ action: 'token.create', token: 'bootstrap', details: { id: record.id, scope: record.scope, permissions: record.permissions } });
+    await this.control.activity({ action: 'token.create', token: 'bootstrap', details: { id: record.id, scope: record.scope, permissions: record.permissions } });
     await this.durable();
   }
 
@@ -170,7 +224,8 @@ export class KkServer {
     this.closed = true;
     this.retention.stop();
     await this.webhooks.close();
-    await this.audit.close();
+    clearInterval(this.backlogTimer);
+    await this.retryBacklog();
     if (this.http) {
       const http = this.http;
       // In-flight requests may finish; whoever still holds a connection after 10 s is cut off.
@@ -184,6 +239,7 @@ export class KkServer {
     await this.hasher.close();
     if (this.tmp) await rm(this.tmp, { recursive: true, force: true }).catch(() => {});
     if (this.ownsStore) await this.store.driver.close();
+    if (this.ownsControl) await this.control.close();
     this.log.info('stopped');
   }
 
@@ -257,23 +313,46 @@ export class KkServer {
   // ---- audit + events ----
 
   /**
-   * Record an action in the audit log and, for event types, emit the event to webhooks. Called
-   * after the action happened, so it never fails it: writes the store refuses are retried in
-   * the background (and logged).
+   * Record an action: its audit entry, its event (seq) and, for webhook event types, one delivery
+   * per matching webhook, in one transaction; then wake the dispatcher. Called after the action
+   * happened, so it never fails it: a write the database refuses is retried in the background
+   * (and logged). Returns the event's seq (undefined when deferred).
    */
-  async activity(call: Call | undefined, action: string, f: AuditFields, actor?: { token: string; agent?: string }): Promise<void> {
+  async activity(call: Call | undefined, action: string, f: AuditFields, actor?: { token: string; agent?: string }): Promise<number | undefined> {
     const token = actor?.token ?? call?.principal.tokenId ?? 'server';
     const agent = actor?.agent ?? call?.agent;
     const address = call?.address;
-    const entry = { action, token, agent, address, project: f.project, app: f.app, version: f.version, manifest: f.manifest, channel: f.channel, details: f.previous ? { ...f.details, previous: f.previous } : f.details };
-    await this.audit.record(entry, true);
-    if (EVENT_ACTIONS.has(action) && f.project && f.app) {
-      const event: Parameters<Webhooks['emit']>[0] = { type: action as EventType, project: f.project, app: f.app, actor: stripUndefined({ token, agent, address }) as { token: string } };
-      if (f.version) event.version = f.version;
-      if (f.manifest) event.manifest = f.manifest;
-      if (f.channel) event.channel = f.channel;
-      if (f.previous) event.previous = f.previous;
-      await this.webhooks.emit(event);
+    const a = stripUndefined({ action, token, agent, address, project: f.project, app: f.app, version: f.version, manifest: f.manifest, channel: f.channel, previous: f.previous, details: f.details });
+    for (let i = 1; ; i++) {
+      try {
+        const r = await this.control.activity(a);
+        if (r.deliveries.length) this.webhooks.kick();
+        return r.seq;
+      } catch (err) {
+        if (i < 3) {
+          await new Promise((res) => setTimeout(res, 20 * i));
+          continue;
+        }
+        this.log.error('audit write failed; retrying in the background', { action, err: String(err) });
+        this.backlog.push({ ...a, time: new Date().toISOString() } as typeof a);
+        this.backlogTimer ??= setInterval(() => void this.retryBacklog(), 1000).unref();
+        return undefined;
+      }
+    }
+  }
+
+  private async retryBacklog(): Promise<void> {
+    for (const a of this.backlog.splice(0)) {
+      try {
+        const r = await this.control.activity(a);
+        if (r.deliveries.length) this.webhooks.kick();
+      } catch {
+        this.backlog.push(a);
+      }
+    }
+    if (!this.backlog.length) {
+      clearInterval(this.backlogTimer);
+      this.backlogTimer = undefined;
     }
   }
 
@@ -377,8 +456,6 @@ export class KkServer {
     }
   }
 }
-
-const EVENT_ACTIONS = new Set(['push', 'pull', 'promote', 'rollback', 'delete']);
 
 /** Routes whose request lines are logged at debug: one per chunk of a push or pull. */
 const CHUNK_ROUTES = new Set(['/api/v1/chunks/{digest}', '/api/v1/chunks/missing', '/api/v1/chunks/batch', '/api/v1/objects/exists']);

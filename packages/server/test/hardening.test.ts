@@ -1,8 +1,9 @@
 // Issue 10 on the server: what a store that fails at the wrong moment must not break (webhook
 // deliveries, retried finishes, retention reports), what counts as a pull, and the smaller API
 // defects (routes at the seed's paths, manifest digests, audit totals, 403s, push leases, raw
-// chunk size, client aborts, log levels). Real server on 127.0.0.1:0 over a real file store;
-// failures are injected by wrapping the file driver.
+// chunk size, client aborts, log levels). Real server on 127.0.0.1:0 over a real file store and
+// a real control database; failures are injected by wrapping the file driver, and the control
+// database's write path (`Control.activity`) for what used to be the store's server/ objects.
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer, request as rawRequest, type Server } from 'node:http';
@@ -14,11 +15,25 @@ import { type Driver, type PruneDriver, Store, createHasher, push, sha256Digest 
 import { createFileDriver } from '@kk/drivers';
 import { createHttpDriver } from '@kk/drivers/http';
 import { startServer, type RunningServer } from '../src/index.js';
-import { FAST_WEBHOOKS, call, httpStore, mintToken, publishFiles, startTestServer, waitFor, type TestServer } from './helpers.js';
+import { Control } from '@kk/control';
+import { FAST_WEBHOOKS, call, httpStore, mintToken, publishFiles, startTestServer, testDbUrl, waitFor, type TestServer } from './helpers.js';
 
-/** Fails writes whose key matches `failPut` (while set), and once armed, the first flush after the next ref write. */
+/**
+ * Fails writes whose key matches `failPut` (while set), activities (audit + event + deliveries)
+ * whose action matches `failActivity`, and once armed, the first flush after the next ref write.
+ */
 class Faults {
   failPut: RegExp | undefined;
+  failActivity: RegExp | undefined;
+
+  wrapControl(control: Control): Control {
+    const inner = control.activity.bind(control);
+    control.activity = async (a) => {
+      if (this.failActivity?.test(a.action)) throw Object.assign(new Error(`injected failure: activity ${a.action}`), { code: 'SQLITE_IOERR' });
+      return inner(a);
+    };
+    return control;
+  }
   private failFlushAfterRef = false;
   private refWritten = false;
 
@@ -71,8 +86,10 @@ async function startFaultyServer(logLevel: 'debug' | 'info' = 'info'): Promise<F
   const store = await Store.open(driver, { create: true });
   const admin = `admin-${randomBytes(8).toString('hex')}`;
   const logs: Record<string, unknown>[] = [];
+  const control = faults.wrapControl(await Control.open(await testDbUrl(path.join(root, 'store')), { adminToken: admin }));
   const server = await startServer({
     store,
+    db: control,
     listen: '127.0.0.1:0',
     adminToken: admin,
     log: (e) => logs.push(e),
@@ -87,6 +104,7 @@ async function startFaultyServer(logLevel: 'debug' | 'info' = 'info'): Promise<F
     server,
     async close() {
       await server.close();
+      await control.close();
       await rm(root, { recursive: true, force: true });
     },
   };
@@ -142,16 +160,19 @@ describe('a store that fails after the event is recorded (issue 10 items 1, 2)',
   });
   afterEach(() => {
     s.faults.failPut = undefined;
+    s.faults.failActivity = undefined;
   });
 
-  it('a push whose outbox write fails still succeeds; the delivery is pending, counted, and sent once the store recovers', async () => {
-    s.faults.failPut = /^server\/outbox\//;
+  it('a push whose event write fails still succeeds; the event is kept, counted, and delivered once the database recovers', async () => {
+    s.faults.failActivity = /^push$/;
     const manifest = await publishFiles(s as unknown as TestServer, 'wh', 'app', 'v1', { 'a.txt': 'a' });
     expect(await queueDepth(s.url)).toBeGreaterThanOrEqual(1);
+    // The event waits in the server's memory until the database takes it: no delivery row yet.
     const pending = (await call(s.url, 'GET', `/webhooks/${hookId}/deliveries`, { token: s.admin })).json().items;
-    expect(pending.map((d: { state: string }) => d.state)).toEqual(['pending']);
+    expect(pending).toEqual([]);
+    await new Promise((r) => setTimeout(r, 300));
     expect(rx.events).toHaveLength(0);
-    s.faults.failPut = undefined;
+    s.faults.failActivity = undefined;
     await waitFor('the push event', async () => rx.events.length >= 1);
     expect(rx.events).toEqual([expect.objectContaining({ type: 'push', project: 'wh', app: 'app', version: 'v1', manifest })]);
     await waitFor('the delivery to be logged as delivered', async () => {
@@ -162,14 +183,13 @@ describe('a store that fails after the event is recorded (issue 10 items 1, 2)',
     expect(rx.events).toHaveLength(1);
   });
 
-  it('a delivery whose record cannot be written is still sent (the outbox entry carries it)', async () => {
+  it('a store that refuses server/ writes does not matter: the server keeps no state there any more', async () => {
     const before = rx.events.length;
-    s.faults.failPut = /^server\/deliveries\//;
+    s.faults.failPut = /^server\//;
     await publishFiles(s as unknown as TestServer, 'wh', 'app', 'v2', { 'a.txt': 'b' });
-    await new Promise((r) => setTimeout(r, 300));
-    s.faults.failPut = undefined;
     await waitFor('the v2 push event', async () => rx.events.some((e) => e.version === 'v2'));
     expect(rx.events.slice(before).filter((e) => e.version === 'v2')).toHaveLength(1);
+    expect((await auditOf(s.url, s.admin, '?action=push&project=wh&version=v2')).items).toHaveLength(1);
   });
 
   it('retrying POST /upload/finish after a failure past the ref answers 200 with the same version, never 409', async () => {
@@ -197,13 +217,13 @@ describe('a store that fails after the event is recorded (issue 10 items 1, 2)',
     expect(new Set(both.map((r) => r.json().manifest)).size).toBe(1);
   });
 
-  it('a retention run whose audit writes fail: the report, the store and the delete webhook agree on what was deleted', async () => {
+  it('a retention run whose audit and event writes fail: the report, the store and the delete webhook agree on what was deleted', async () => {
     await publishFiles(s as unknown as TestServer, 'ret', 'app', 'v1', { 'a.txt': '1' });
     await new Promise((r) => setTimeout(r, 5));
     await publishFiles(s as unknown as TestServer, 'ret', 'app', 'v2', { 'a.txt': '2' });
-    s.faults.failPut = /^server\/audit\//;
+    s.faults.failActivity = /^(delete|retention)$/;
     const run = await call(s.url, 'POST', '/api/v1/retention/run', { token: s.admin, json: { retain_versions: 1 } });
-    s.faults.failPut = undefined;
+    s.faults.failActivity = undefined;
     expect(run.status).toBe(200);
     const deleted = run.json().deleted.filter((d: { project: string }) => d.project === 'ret');
     expect(deleted).toEqual([{ project: 'ret', app: 'app', version: 'v1' }]);

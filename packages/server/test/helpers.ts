@@ -8,6 +8,9 @@ import * as path from 'node:path';
 import { request } from 'undici';
 import { type Digest, MANIFEST_FORMAT, type Manifest, Store, chunkingFor, sha256Digest } from '@kk/core';
 import { createHttpDriver } from '@kk/drivers/http';
+import { Control } from '@kk/control';
+import { type PostgresBackend, startPostgres } from '@kk/testkit';
+import { afterAll } from 'vitest';
 import { startServer, type RunningServer, type ServerConfig } from '../src/index.js';
 
 export interface TestServer {
@@ -15,6 +18,8 @@ export interface TestServer {
   admin: string;
   root: string;
   storeDir: string;
+  /** The control database this server uses (SQLite in the store by default; PostgreSQL with KK_SERVER_TEST_DB=postgres). */
+  db: string;
   server: RunningServer;
   /** Stop the server (the store stays until cleanup). */
   stop(): Promise<void>;
@@ -30,12 +35,35 @@ export const FAST_WEBHOOKS: Partial<ServerConfig> = {
   webhookTimeoutMs: 2_000,
 };
 
-export async function startTestServer(config: Partial<ServerConfig> = {}, root?: string, admin?: string): Promise<TestServer> {
+/**
+ * The control database of a new test server: SQLite in its store (the default), or with
+ * KK_SERVER_TEST_DB=postgres a fresh database on a PostgreSQL this test file starts once.
+ */
+let pg: Promise<PostgresBackend> | undefined;
+afterAll(async () => {
+  const started = pg;
+  pg = undefined;
+  await (await started?.catch(() => undefined))?.stop();
+});
+export async function testDbUrl(storeDir: string): Promise<string> {
+  if (process.env.KK_SERVER_TEST_DB !== 'postgres') return `sqlite://${path.join(storeDir, 'server', 'kk.db')}`;
+  pg ??= startPostgres();
+  return (await pg).createDatabase();
+}
+
+/** Open the control database of `t` (close it after use). */
+export function openControl(t: Pick<TestServer, 'db'>): Promise<Control> {
+  return Control.open(t.db);
+}
+
+export async function startTestServer(config: Partial<ServerConfig> = {}, root?: string, admin?: string, dbUrl?: string): Promise<TestServer> {
   const dir = root ?? (await mkdtemp(path.join(tmpdir(), 'kk-server-test-')));
   const token = admin ?? `admin-${randomBytes(16).toString('hex')}`;
   const storeDir = path.join(dir, 'store');
+  const db = dbUrl ?? (await testDbUrl(storeDir));
   const server = await startServer({
     store: storeDir,
+    db,
     listen: '127.0.0.1:0',
     adminToken: token,
     log: false,
@@ -47,12 +75,13 @@ export async function startTestServer(config: Partial<ServerConfig> = {}, root?:
     admin: token,
     root: dir,
     storeDir,
+    db,
     server,
     async stop() {
       if (!stopped) await server.close();
       stopped = true;
     },
-    restart: (c = config) => startTestServer(c, dir, token),
+    restart: (c = config) => startTestServer(c, dir, token, db),
     async cleanup() {
       await t.stop();
       await rm(dir, { recursive: true, force: true });

@@ -8,7 +8,7 @@ let a: TestServer;
 let b: RunningServer;
 beforeAll(async () => {
   a = await startTestServer();
-  b = await startServer({ store: a.storeDir, listen: '127.0.0.1:0', adminToken: a.admin, log: false, config: { hasherThreads: 1 } });
+  b = await startServer({ store: a.storeDir, db: a.db, listen: '127.0.0.1:0', adminToken: a.admin, log: false, config: { hasherThreads: 1 } });
 });
 afterAll(async () => {
   await b.close();

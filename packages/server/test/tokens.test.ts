@@ -2,7 +2,7 @@
 import { readdir, readFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { call, mintToken, publishFiles, startTestServer, type TestServer } from './helpers.js';
+import { call, mintToken, openControl, publishFiles, startTestServer, type TestServer } from './helpers.js';
 
 let t: TestServer;
 beforeAll(async () => {
@@ -132,13 +132,22 @@ describe('token storage and listing', () => {
   it('the secret is stored only as a hash', async () => {
     const token = await mintToken(t, 'global', ['pull']);
     const secret = token.split('_').slice(2).join('_');
-    const dir = path.join(t.storeDir, 'server', 'tokens');
-    const files = await readdir(dir);
-    expect(files.length).toBeGreaterThan(0);
-    for (const f of files) {
-      const text = await readFile(path.join(dir, f), 'utf8');
-      expect(text).not.toContain(secret);
-      expect(JSON.parse(text).hash).toMatch(/^sha256:[0-9a-f]{64}$/);
+    const control = await openControl(t);
+    try {
+      const rows = await control.cdb.db.selectFrom('tokens').selectAll().execute();
+      expect(rows.length).toBeGreaterThan(0);
+      for (const r of rows) {
+        expect(JSON.stringify(r)).not.toContain(secret);
+        expect(r.hash).toMatch(/^sha256:[0-9a-f]{64}$/);
+      }
+    } finally {
+      await control.close();
+    }
+    // Nor anywhere in the database's files (SQLite) or the store.
+    if (t.db.startsWith('sqlite:')) {
+      const files = (await readdir(t.storeDir, { recursive: true, withFileTypes: true })).filter((e) => e.isFile());
+      expect(files.some((f) => f.name === 'kk.db')).toBe(true);
+      for (const f of files) expect((await readFile(path.join(f.parentPath, f.name))).includes(Buffer.from(secret))).toBe(false);
     }
   });
 

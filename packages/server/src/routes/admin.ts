@@ -33,6 +33,7 @@ export function registerAdminRoutes(srv: KkServer): void {
     r.add('POST', `${base}/webhooks/{id}/deliveries/{delivery}/redeliver`, { handler: (c) => redeliver(srv, c) });
   }
   for (const base of ['', api]) r.add('GET', `${base}/audit`, { handler: (c) => queryAudit(srv, c) });
+  r.add('GET', `${api}/events`, { handler: (c) => listEvents(srv, c) });
   r.add('GET', `${api}/retention`, { handler: (c) => retentionStatus(srv, c) });
   r.add('POST', `${api}/retention/run`, { handler: (c) => runRetention(srv, c) });
 }
@@ -90,9 +91,10 @@ function visibleToken(c: Call, rec: TokenRecord): boolean {
 async function listTokens(srv: KkServer, c: Call): Promise<void> {
   requireAdminAnywhere(c);
   const page = pageOf(c.query);
+  const seq = await srv.control.events.current();
   const all = (await srv.tokens.list()).filter((t) => visibleToken(c, t));
   const out = paginate(all, page, (t) => t.created, (t) => t.id);
-  await sendJson(c.req, c.res, 200, { ...out, items: out.items.map(publicToken) });
+  await sendJson(c.req, c.res, 200, { ...out, items: out.items.map(publicToken), seq });
 }
 
 async function getToken(srv: KkServer, c: Call): Promise<void> {
@@ -124,8 +126,9 @@ function visibleWebhook(c: Call, w: Webhook): boolean {
 
 async function listWebhooks(srv: KkServer, c: Call): Promise<void> {
   requireAdminAnywhere(c);
+  const seq = await srv.control.events.current();
   const items = (await srv.webhooks.list()).filter((w) => visibleWebhook(c, w)).map(publicWebhook);
-  await sendJson(c.req, c.res, 200, { items, total: items.length });
+  await sendJson(c.req, c.res, 200, { items, total: items.length, seq });
 }
 
 function webhookInput(body: Record<string, unknown>): WebhookInput {
@@ -180,9 +183,10 @@ async function deleteWebhook(srv: KkServer, c: Call): Promise<void> {
 async function listDeliveries(srv: KkServer, c: Call): Promise<void> {
   const w = await loadWebhook(srv, c);
   const page = pageOf(c.query);
+  const seq = await srv.control.events.current();
   const { items, total } = await srv.webhooks.deliveries(w.id, page.offset, page.limit, page.order);
   const next = page.offset + items.length;
-  await sendJson(c.req, c.res, 200, { items, total, limit: page.limit, offset: page.offset, order: page.order, next_offset: next < total ? next : null });
+  await sendJson(c.req, c.res, 200, { items, total, limit: page.limit, offset: page.offset, order: page.order, next_offset: next < total ? next : null, seq });
 }
 
 async function redeliver(srv: KkServer, c: Call): Promise<void> {
@@ -198,6 +202,7 @@ async function queryAudit(srv: KkServer, c: Call): Promise<void> {
   requireAdminAnywhere(c);
   const q = c.query;
   const page = pageOf(q);
+  const seq = await srv.control.events.current();
   const filter: Parameters<KkServer['audit']['query']>[0] = {};
   for (const k of ['action', 'project', 'app', 'version', 'token', 'agent'] as const) {
     const v = q.get(k);
@@ -211,8 +216,38 @@ async function queryAudit(srv: KkServer, c: Call): Promise<void> {
     }
   }
   const scope = c.principal.scope;
-  if (scope.kind !== 'global') filter.visible = (e) => !!e.project && scopeCovers(scope, e.project, e.app);
-  await sendJson(c.req, c.res, 200, await srv.audit.query(filter, page));
+  if (scope.kind !== 'global') filter.visible = scope.kind === 'project' ? { project: scope.project } : { project: scope.project, apps: scope.apps };
+  const cursor = q.get('cursor');
+  if (cursor !== null && !/^\d+$/.test(cursor)) throw badRequest('cursor must be the next_cursor of an earlier page');
+  const result = await srv.audit.query(filter, cursor === null ? page : { ...page, cursor: Number(cursor) });
+  await sendJson(c.req, c.res, 200, { ...result, seq });
+}
+
+// ---- events ----
+
+/**
+ * `GET /api/v1/events?since=SEQ&limit=N[&type=&project=&app=]`: state changes after `since`,
+ * oldest first. Ask again with `since=next_since` to follow; `seq` is the current highest.
+ * A scoped token sees its project's (apps') events only.
+ */
+async function listEvents(srv: KkServer, c: Call): Promise<void> {
+  const p = c.principal;
+  if (p.permissions.size === 0) throw new KkError('FORBIDDEN', `token ${p.tokenId} holds no permission`);
+  const q = c.query;
+  const since = q.get('since') ?? '0';
+  if (!/^\d+$/.test(since)) throw badRequest('since must be a non-negative integer (an event seq)');
+  const limitRaw = q.get('limit') ?? '100';
+  if (!/^\d+$/.test(limitRaw) || Number(limitRaw) < 1) throw badRequest('limit must be a positive integer');
+  const limit = Math.min(Number(limitRaw), 500);
+  const filter: Parameters<KkServer['control']['events']['since']>[2] = {};
+  for (const k of ['type', 'project', 'app'] as const) {
+    const v = q.get(k);
+    if (v) filter[k] = v;
+  }
+  const scope = p.scope;
+  if (scope.kind !== 'global') filter.visible = scope.kind === 'project' ? { project: scope.project } : { project: scope.project, apps: scope.apps };
+  const r = await srv.control.events.since(Number(since), limit, filter);
+  await sendJson(c.req, c.res, 200, { items: r.items, limit, next_since: r.next_since, more: r.more, seq: r.seq });
 }
 
 // ---- retention ----

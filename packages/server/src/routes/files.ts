@@ -29,7 +29,7 @@ import { actorOf } from './api.js';
 import { createVersion, parseRange } from './objects.js';
 
 export function registerFileRoutes(srv: KkServer): void {
-  const uploads = new Uploads(srv.store);
+  const uploads = srv.control.uploads;
   const r = srv.router;
   for (const base of ['', '/api/v1']) {
     r.add('GET', `${base}/file/{project}/{app}/{version}`, { handler: (c) => getFile(srv, c) });

@@ -16,6 +16,25 @@ import { guardChild, waitForLine } from './process.js';
 
 const run = promisify(execFile);
 
+/** Ends the postmaster (pid file argv[1]) and removes argv[2] when its stdin closes: our process is gone. */
+const WATCHDOG = `
+const fs = require('node:fs');
+const [pidFile, dir] = process.argv.slice(1);
+process.stdin.on('error', () => {});
+process.stdin.resume();
+process.stdin.on('end', () => {
+  let pid = 0;
+  try { pid = Number(fs.readFileSync(pidFile, 'utf8').split('\\n')[0]); } catch {}
+  if (pid) { try { process.kill(pid, 'SIGQUIT'); } catch {} }
+  let n = 0;
+  const t = setInterval(() => {
+    let alive = false;
+    if (pid) { try { process.kill(pid, 0); alive = true; } catch {} }
+    if (!alive || ++n > 100) { clearInterval(t); try { fs.rmSync(dir, { recursive: true, force: true }); } catch {} process.exit(0); }
+  }, 100);
+});
+`;
+
 export interface PostgresOptions {
   /** How long to wait for the server to accept connections. Default: 30 s. */
   startTimeoutMs?: number;
@@ -132,11 +151,18 @@ export async function startPostgres(opts: PostgresOptions = {}): Promise<Postgre
     }
   };
   // runuser does not pass every signal on: stop the postmaster itself (SIGINT = fast shutdown),
-  // and if this process exits without stop(), SIGQUIT it (immediate shutdown).
+  // and if this process exits without stop(), SIGQUIT it (immediate shutdown). A process killed
+  // outright (a test worker ended by its pool) runs no exit handler: a watchdog child holding a
+  // pipe to us does it then, and removes the directory.
   const onExit = () => signal('SIGQUIT');
   process.once('exit', onExit);
+  const watchdog = spawn(process.execPath, ['-e', WATCHDOG, path.join(data, 'postmaster.pid'), dir], { stdio: ['pipe', 'ignore', 'ignore'], env: { ...process.env, NODE_OPTIONS: '' } });
+  watchdog.stdin!.on('error', () => {});
+  watchdog.unref();
+  (watchdog.stdin as unknown as { unref?: () => void }).unref?.();
   const stopChildAndClean = guardChild(child, async () => {
     process.off('exit', onExit);
+    watchdog.kill('SIGKILL');
     await rm(dir, { recursive: true, force: true });
   });
   const stop = async () => {
