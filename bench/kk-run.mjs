@@ -6,6 +6,8 @@
 //        [--compression none|brotli:LEVEL] [--stat-cache] [--threads N]
 //   node bench/kk-run.mjs pull --store DIR --target DIR --state DIR --version V [--app A]
 //        [--no-fsync] [--threads N]
+// Either op also takes --concurrency N (parallel store transfers). A driver that counts its
+// traffic (the ssh store) adds `traffic: {sent, received}` (bytes) to the printed line.
 import { resolve } from 'node:path';
 import { DEFAULT_COMPRESSION, Store, createHasher, pull, push } from '@kk/core';
 import { createFileDriver, openDriver } from '@kk/drivers';
@@ -48,16 +50,18 @@ const onProgress = (e) => {
 };
 
 const hasher = createHasher(flags.threads ? { threads: Number(flags.threads) } : {});
+const concurrency = typeof flags.concurrency === 'string' ? { concurrency: Number(flags.concurrency) } : {};
 let result;
+let opened;
 try {
   const project = 'bench';
   const app = typeof flags.app === 'string' ? flags.app : 'app';
   const version = need('version');
   if (op === 'push') {
-    const store = await Store.open(await driverFor(need('store')), {
+    const store = (opened = await Store.open(await driverFor(need('store')), {
       create: true,
       compression: compressionPolicy(flags.compression),
-    });
+    }));
     const state = typeof flags.state === 'string' ? resolve(flags.state) : undefined;
     result = await push({
       store, hasher, project, app, version,
@@ -65,15 +69,17 @@ try {
       stateDir: state,
       statCache: flags['stat-cache'] ? undefined : false,
       onProgress,
+      ...concurrency,
     });
   } else if (op === 'pull') {
-    const store = await Store.open(await driverFor(need('store')));
+    const store = (opened = await Store.open(await driverFor(need('store'))));
     result = await pull({
       store, hasher, project, app, version,
       target: resolve(need('target')),
       stateDir: resolve(need('state')),
       fsync: !flags['no-fsync'],
       onProgress,
+      ...concurrency,
     });
     delete result.paths;
   } else {
@@ -82,6 +88,7 @@ try {
 } finally {
   onProgress({ phase: 'close' });
   await hasher.close();
+  await opened?.close();
   onProgress({ phase: 'end' });
 }
 const ms = (x) => Math.round(x);
@@ -91,6 +98,7 @@ process.stdout.write(
     wall_ms: ms(performance.now() - t0),
     phases_ms: Object.fromEntries(Object.entries(phases).map(([k, v]) => [k, ms(v)])),
     max_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
+    ...(opened?.driver.traffic ? { traffic: opened.driver.traffic } : {}),
     result,
   }) + '\n',
 );

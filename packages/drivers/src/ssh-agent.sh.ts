@@ -3,7 +3,7 @@
 // the store root arrive as data (a `read` line or a `head -c` block) and are only ever expanded
 // inside double quotes, with globbing off. Requests (client -> host), each answered in order:
 //
-//   in SESSION CLEAN + root line      -> ok tar=gnu|bsd|none find=gnu|posix stat=gnu|bsd|none root=dir|none|notdir
+//   in SESSION [clean | lite TAR FIND STAT] + root line -> ok tar=gnu|bsd|none find=gnu|posix stat=gnu|bsd|none root=dir|none|notdir
 //   hs N LEN + N key lines (LEN bytes) -> ok BITS         (1 present, 0 absent, one per key)
 //   st + key line                     -> ok SIZE MTIME | none
 //   rb N LEN + N key lines            -> tar, a tar stream of the present keys, end RC MSG | none
@@ -75,14 +75,18 @@ kk_init() {
   IFS=$kk_nl
   kk_sdir=.tmp-$1
   case $kk_root in /*) ;; *) printf 'err root is not absolute\n'; return ;; esac
-  kk_v=$(tar --version 2>/dev/null)
-  case $kk_v in
-    *GNU*) kk_tar=gnu ;;
-    *bsdtar*|*libarchive*) kk_tar=bsd ;;
-    *) kk_tar=none ;;
-  esac
-  if find / -maxdepth 0 -printf '' >/dev/null 2>&1; then kk_find=gnu; else kk_find=posix; fi
-  if stat -c %s / >/dev/null 2>&1; then kk_statf=gnu; elif stat -f %z / >/dev/null 2>&1; then kk_statf=bsd; else kk_statf=none; fi
+  if [ "$2" = lite ]; then
+    kk_tar=$3 kk_find=$4 kk_statf=$5
+  else
+    kk_v=$(tar --version 2>/dev/null)
+    case $kk_v in
+      *GNU*) kk_tar=gnu ;;
+      *bsdtar*|*libarchive*) kk_tar=bsd ;;
+      *) kk_tar=none ;;
+    esac
+    if find / -maxdepth 0 -printf '' >/dev/null 2>&1; then kk_find=gnu; else kk_find=posix; fi
+    if stat -c %s / >/dev/null 2>&1; then kk_statf=gnu; elif stat -f %z / >/dev/null 2>&1; then kk_statf=bsd; else kk_statf=none; fi
+  fi
   if [ -d "$kk_root" ]; then
     kk_r=dir
     if [ "$2" = clean ]; then

@@ -183,6 +183,7 @@ export function createSshDriver(opts: SshDriverOptions) {
     return args;
   }
 
+  let hostInfo: HostInfo | undefined;
   async function openChannel(clean: boolean): Promise<Channel> {
     controlDir ??= await mkdtemp(path.join(tmpdir(), 'kk-ssh-'));
     const ch = new Channel(opts.sshCommand ?? 'ssh', [...sshArgs(), '--', opts.host, 'sh -s'], where, traffic, (c) => {
@@ -191,7 +192,9 @@ export function createSshDriver(opts: SshDriverOptions) {
     });
     try {
       await ch.start();
-      const info = await ch.init(session, root, clean);
+      const info = hostInfo ?? (await ch.init(session, root, clean));
+      if (hostInfo) await ch.init(session, root, false, hostInfo);
+      hostInfo = info;
       if (info.tar === 'none') {
         throw new KkError('STORE_INVALID', `ssh store ${where}: tar is missing on the host`, {
           hint: 'install GNU tar or bsdtar on the host (Debian: apt-get install tar)',
@@ -213,26 +216,33 @@ export function createSshDriver(opts: SshDriverOptions) {
 
   // One session turned into a read stream (GNU tar on the host): batches of reads cost no process.
   let stream: Promise<Channel | undefined> | undefined;
-  async function readStream(): Promise<Channel | undefined> {
-    if (stream) {
-      const s = await stream;
-      if (!s || !s.gone) return s;
+  let streamReady: Channel | undefined;
+  /** The read stream if it is up; otherwise starts it (once) and answers undefined for now. */
+  function readStream(): Channel | undefined {
+    if (streamReady && !streamReady.gone) return streamReady;
+    if (!stream || streamReady?.gone) {
+      streamReady = undefined;
+      stream = startStream();
+      stream.then((s) => (streamReady = s)).catch(() => {});
     }
-    stream = (async () => {
-      const first = await channel();
-      if (first.info?.tar !== 'gnu' || closed) return undefined;
+    return undefined;
+  }
+  function startStream(): Promise<Channel | undefined> {
+    return (async () => {
+      await channel();
+      if (hostInfo?.tar !== 'gnu' || closed) return undefined;
       const ch = new Channel(opts.sshCommand ?? 'ssh', [...sshArgs(), '--', opts.host, 'sh -s'], where, traffic, () => {});
       try {
         await ch.start();
-        await ch.init(session, root, false);
+        await ch.init(session, root, false, hostInfo);
         await ch.openReadStream(STREAM_BLOCKING);
-        return ch;
+        if (closed) await ch.quit();
+        return closed ? undefined : ch;
       } catch {
         await ch.kill();
         return undefined;
       }
     })();
-    return stream;
   }
   const remotePath = (key: string) => `${root === '/' ? '' : root}/${key}`;
 
@@ -244,6 +254,7 @@ export function createSshDriver(opts: SshDriverOptions) {
         opening = undefined;
       });
       await opening;
+      readStream();
       if (!channels.length) return channel();
     }
     let best = channels[0]!;
@@ -374,7 +385,7 @@ export function createSshDriver(opts: SshDriverOptions) {
   async function sendReads(batch: ReadOp[]): Promise<void> {
     try {
       const keys = [...new Set(batch.map((op) => op.key))];
-      const s = await readStream();
+      const s = readStream();
       if (s) {
         const byPath = await s.streamFetch(keys.map(remotePath));
         const missing = keys.filter((k) => !byPath.has(remotePath(k)));
@@ -746,7 +757,15 @@ class Channel {
       for (const p of parts) {
         if (this.ended) return;
         this.traffic.sent += p.length;
-        if (!stdin.write(p)) await new Promise<void>((r) => stdin.once('drain', r).once('close', r));
+        if (!stdin.write(p)) {
+          await new Promise<void>((r) => {
+            const done = () => {
+              stdin.off('drain', done).off('close', done);
+              r();
+            };
+            stdin.on('drain', done).on('close', done);
+          });
+        }
       }
     });
   }
@@ -850,8 +869,10 @@ class Channel {
 
   // ---- requests ----
 
-  async init(session: string, root: string, clean: boolean): Promise<HostInfo> {
-    const reply = await this.request([Buffer.from(`in ${session}${clean ? ' clean' : ''}\n${root}\n`)], () => this.okLine('init'));
+  /** Tell the session its store; `known` (what an earlier session found) skips the probes. */
+  async init(session: string, root: string, clean: boolean, known?: HostInfo): Promise<HostInfo> {
+    const probe = known ? ` lite ${known.tar} ${known.find} ${known.stat}` : clean ? ' clean' : '';
+    const reply = await this.request([Buffer.from(`in ${session}${probe}\n${root}\n`)], () => this.okLine('init'));
     const info: Record<string, string> = {};
     for (const kv of reply.split(' ')) {
       const [k, v] = kv.split('=');
