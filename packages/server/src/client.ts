@@ -2,9 +2,25 @@
 // tools that embed kk. Errors come back as KkErrors with the server's code.
 import { request } from 'undici';
 import { ERROR_CODES, KkError, type KkErrorCode } from '@kk/core';
+import type { AuditEntry } from './audit.js';
 import type { TokenRecord } from './tokens.js';
 
 export type PublicToken = Omit<TokenRecord, 'hash'>;
+
+export interface AuditQuery {
+  action?: string;
+  project?: string;
+  app?: string;
+  version?: string;
+  token?: string;
+  agent?: string;
+  /** ISO times. */
+  since?: string;
+  until?: string;
+  limit?: number;
+  order?: 'asc' | 'desc';
+  cursor?: number;
+}
 
 export interface CreateTokenRequest {
   /** `global`, `project:P`, `app:P/A` or `app:P/A1,A2`. */
@@ -51,6 +67,13 @@ export class KkServerClient {
   revokeToken(id: string): Promise<PublicToken> {
     if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(id)) throw new KkError('INVALID_NAME', `invalid token id ${JSON.stringify(id)}`);
     return this.json('DELETE', `/api/v1/tokens/${id}`);
+  }
+
+  /** One page of the audit log (newest first unless order=asc); `cursor` continues from a page's `next_cursor`. */
+  audit(query: AuditQuery = {}): Promise<{ items: AuditEntry[]; total?: number; next_cursor: number | null; next_offset: number | null; seq: number }> {
+    const q = new URLSearchParams();
+    for (const [k, v] of Object.entries(query)) if (v !== undefined && v !== '') q.set(k, String(v));
+    return this.json('GET', `/api/v1/audit${q.size ? `?${q}` : ''}`);
   }
 
   whoami(): Promise<{ token: string; name: string; scope: string; permissions: string[]; expires: string | null }> {

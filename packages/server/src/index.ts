@@ -1,5 +1,5 @@
 // @kk/server: the kk HTTP server over any store (DESIGN 9).
-export { createKkServer, startServer, KkServer, type KkServerOptions, type StartServerOptions, type RunningServer, type Call } from './server.js';
+export { createKkServer, startServer, defaultDbUrl, KkServer, type KkServerOptions, type StartServerOptions, type RunningServer, type Call } from './server.js';
 export {
   type ServerConfig,
   type WebhookConfig,
@@ -17,4 +17,4 @@ export { PERMISSIONS, parseScope, formatScope, parsePermissions, type Permission
 export { RetentionScheduler, type RetentionRun } from './retention.js';
 export { type AuditEntry } from './audit.js';
 export { createLogger, type LogSink, type LogLevel } from './log.js';
-export { KkServerClient, type CreateTokenRequest, type PublicToken } from './client.js';
+export { KkServerClient, type AuditQuery, type CreateTokenRequest, type PublicToken } from './client.js';
