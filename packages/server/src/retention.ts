@@ -61,7 +61,8 @@ export class RetentionScheduler {
    * Resolves whether this instance ran it.
    */
   async scheduled(at = new Date()): Promise<boolean> {
-    const slot = at.toISOString().slice(0, 16);
+    // The scheduled moment, to the second (what every instance's cron fires for, give or take ms).
+    const slot = new Date(Math.round(at.getTime() / 1000) * 1000).toISOString().slice(0, 19);
     const { leases, owner } = this.srv.control;
     try {
       const r = await leases.runOnce(JOB, slot, owner, LEASE_MS, () => this.run({ trigger: 'schedule' }));
