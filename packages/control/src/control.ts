@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { AuditLog, type AuditEntry } from './audit.js';
 import { ControlDb, type OpenOptions } from './db.js';
 import { type EventInput, Events } from './events.js';
+import { Fleet, type FleetOptions } from './fleet/fleet.js';
 import { Leases } from './leases.js';
 import { type MigrateResult, migrate } from './migrations.js';
 import { Settings } from './settings.js';
@@ -21,6 +22,8 @@ export interface ControlOptions extends OpenOptions {
   webhookSecret?: string;
   /** This instance's name in claims and leases (default host:pid:random). */
   owner?: string;
+  /** Fleet timings (heartbeat interval, offline threshold, lease). */
+  fleet?: FleetOptions;
 }
 
 export interface ActivityInput {
@@ -47,6 +50,7 @@ export class Control {
   readonly uploads: Uploads;
   readonly leases: Leases;
   readonly settings: Settings;
+  readonly fleet: Fleet;
   readonly owner: string;
 
   private constructor(
@@ -61,6 +65,7 @@ export class Control {
     this.uploads = new Uploads(cdb);
     this.leases = new Leases(cdb);
     this.settings = new Settings(cdb);
+    this.fleet = new Fleet(cdb, this.events, opts.fleet);
     this.owner = opts.owner ?? `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
   }
 

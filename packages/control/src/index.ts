@@ -12,3 +12,4 @@ export { Uploads, type DeclaredFile, type FinishedUpload, type UploadSession } f
 export { Leases, type JobRun, type Lease } from './leases.js';
 export { Settings } from './settings.js';
 export { IMPORT_MARKER, importStoreState, type ImportResult } from './import.js';
+export * from './fleet/index.js';

@@ -7,6 +7,7 @@
 import { KkError } from '@kk/core';
 import { type Kysely, sql } from 'kysely';
 import type { ControlDb, DialectName, Executor } from './db.js';
+import { fleetMigration } from './fleet/migration.js';
 
 export interface Migration {
   version: number;
@@ -169,6 +170,7 @@ export const MIGRATIONS: Migration[] = [
         .execute();
     },
   },
+  fleetMigration(2),
 ];
 
 /** The highest schema version this code knows. */
