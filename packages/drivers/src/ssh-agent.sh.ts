@@ -200,7 +200,7 @@ kk_writebatch() {
   kk_e2=
   printf 'msg %s\n' "$kk_e"
   kk_staged=$((kk_staged + kk_i))
-  if [ "$kk_staged" -ge 4096 ]; then kk_clean; fi
+  if [ "$kk_staged" -ge 1024 ]; then kk_clean; fi
 }
 
 kk_delete() {

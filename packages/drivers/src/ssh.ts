@@ -163,6 +163,7 @@ export function createSshDriver(opts: SshDriverOptions) {
   let closed = false;
   let dirty = false;
   let batchNo = 0;
+  let sessions = 0;
 
   function sshArgs(): string[] {
     const args = [
@@ -186,14 +187,14 @@ export function createSshDriver(opts: SshDriverOptions) {
   let hostInfo: HostInfo | undefined;
   async function openChannel(clean: boolean): Promise<Channel> {
     controlDir ??= await mkdtemp(path.join(tmpdir(), 'kk-ssh-'));
-    const ch = new Channel(opts.sshCommand ?? 'ssh', [...sshArgs(), '--', opts.host, 'sh -s'], where, traffic, (c) => {
+    const ch = new Channel(`${session}${(sessions++).toString(36)}`, opts.sshCommand ?? 'ssh', [...sshArgs(), '--', opts.host, 'sh -s'], where, traffic, (c) => {
       const i = channels.indexOf(c);
       if (i >= 0) channels.splice(i, 1);
     });
     try {
       await ch.start();
-      const info = hostInfo ?? (await ch.init(session, root, clean));
-      if (hostInfo) await ch.init(session, root, false, hostInfo);
+      const info = hostInfo ?? (await ch.init(root, clean));
+      if (hostInfo) await ch.init(root, false, hostInfo);
       hostInfo = info;
       if (info.tar === 'none') {
         throw new KkError('STORE_INVALID', `ssh store ${where}: tar is missing on the host`, {
@@ -231,10 +232,10 @@ export function createSshDriver(opts: SshDriverOptions) {
     return (async () => {
       await channel();
       if (hostInfo?.tar !== 'gnu' || closed) return undefined;
-      const ch = new Channel(opts.sshCommand ?? 'ssh', [...sshArgs(), '--', opts.host, 'sh -s'], where, traffic, () => {});
+      const ch = new Channel(`${session}${(sessions++).toString(36)}`, opts.sshCommand ?? 'ssh', [...sshArgs(), '--', opts.host, 'sh -s'], where, traffic, () => {});
       try {
         await ch.start();
-        await ch.init(session, root, false, hostInfo);
+        await ch.init(root, false, hostInfo);
         await ch.openReadStream(STREAM_BLOCKING);
         if (closed) await ch.quit();
         return closed ? undefined : ch;
@@ -297,14 +298,15 @@ export function createSshDriver(opts: SshDriverOptions) {
   async function sendWrites(batch: WriteOp[]): Promise<void> {
     try {
       const id = (batchNo++).toString(36);
-      const staged = (i: number) => `${TEMP_PREFIX}${session}/${id}/${i}`;
+      const ch = await channel();
+      // Each session stages in its own directory (it empties it now and then).
+      const staged = (i: number) => `${TEMP_PREFIX}${ch.session}/${id}/${i}`;
       const entries = batch.flatMap((op, i) => {
         const file = { name: staged(i), data: op.data };
         return op.create ? [file, { name: op.key, link: staged(i) }] : [file];
       });
       const list = Buffer.from(batch.map((op) => `${op.create ? 'c' : 'r'}${op.key}\n`).join(''));
       const tar = buildTar(entries);
-      const ch = await channel();
       const { results, message } = await ch.writeBatch(batch.length, list, tar, id);
       if (results.length !== batch.length) throw ch.protocolError(`write batch answered ${results.length} of ${batch.length}`);
       dirty = true;
@@ -623,6 +625,8 @@ class Channel {
   private writing: Promise<void> = Promise.resolve();
 
   constructor(
+    /** Names this session's staging directory, `.tmp-<session>`: unique per session. */
+    readonly session: string,
     private readonly command: string,
     private readonly args: string[],
     private readonly where: string,
@@ -870,9 +874,9 @@ class Channel {
   // ---- requests ----
 
   /** Tell the session its store; `known` (what an earlier session found) skips the probes. */
-  async init(session: string, root: string, clean: boolean, known?: HostInfo): Promise<HostInfo> {
+  async init(root: string, clean: boolean, known?: HostInfo): Promise<HostInfo> {
     const probe = known ? ` lite ${known.tar} ${known.find} ${known.stat}` : clean ? ' clean' : '';
-    const reply = await this.request([Buffer.from(`in ${session}${probe}\n${root}\n`)], () => this.okLine('init'));
+    const reply = await this.request([Buffer.from(`in ${this.session}${probe}\n${root}\n`)], () => this.okLine('init'));
     const info: Record<string, string> = {};
     for (const kv of reply.split(' ')) {
       const [k, v] = kv.split('=');

@@ -110,6 +110,26 @@ describe.skipIf(!!unavailable)(`ssh driver against sshd on 127.0.0.1${unavailabl
       await driver.close();
     });
 
+    it('3,000 concurrent writes over two sessions all land whole (each session empties its own staging)', async () => {
+      const { root, driver } = await fresh({ channels: 2 });
+      const keys = Array.from({ length: 3000 }, (_, i) => `chunks/${(i % 256).toString(16).padStart(2, '0')}/c${i}`);
+      let next = 0;
+      await Promise.all(
+        Array.from({ length: 32 }, async () => {
+          for (let i = next++; i < keys.length; i = next++) {
+            // Every third object goes the confirmed way (a replace), the rest write-behind.
+            if (i % 3 === 0) await driver.put(keys[i]!, Buffer.from(keys[i]!));
+            else expect(await driver.putIfAbsent(keys[i]!, Buffer.from(keys[i]!))).toBe(true);
+          }
+        }),
+      );
+      await driver.flush();
+      await driver.close();
+      const files = await filesUnder(root);
+      expect(files).toEqual([...keys].sort());
+      for (const k of keys.filter((_, i) => i % 97 === 0)) expect(String(await readFile(path.join(root, k)))).toBe(k);
+    });
+
     it('a ref waits for queued chunks: its write fails when one of them failed', async () => {
       const { root, driver } = await fresh();
       // A directory where the chunk's file would go makes the host refuse it whoever runs the test.
