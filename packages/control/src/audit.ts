@@ -1,6 +1,7 @@
 // The audit log (seed 11, DESIGN 9): one row per action, indexed by time, project/app, action,
-// token and agent. Queries filter in SQL and page either by offset (the API's original shape)
-// or by cursor (`before`/`after` a row's seq: stable while rows are being added).
+// token, agent and version. Queries filter in SQL, order by time (then seq), and page either by
+// offset (the API's original shape) or by cursor (the seq of a page's last row: stable while rows
+// are being added).
 import { randomBytes } from 'node:crypto';
 import type { Selectable } from 'kysely';
 import type { ControlDb, Executor } from './db.js';
@@ -116,9 +117,15 @@ export class AuditLog {
       q = q.where('project', '=', filter.visible.project);
       if (filter.visible.apps) q = q.where('app', 'in', filter.visible.apps.length ? filter.visible.apps : ['']);
     }
-    let rowsQ = q.selectAll().orderBy('seq', page.order);
-    if (page.cursor !== undefined) rowsQ = rowsQ.where('seq', page.order === 'desc' ? '<' : '>', page.cursor);
-    else if (page.offset) rowsQ = rowsQ.offset(page.offset);
+    let rowsQ = q.selectAll().orderBy('time', page.order).orderBy('seq', page.order);
+    if (page.cursor !== undefined) {
+      // The cursor is the seq of the last row of the previous page; continue after its (time, seq).
+      const at = await db.selectFrom('audit').select('time').where('seq', '=', page.cursor).executeTakeFirst();
+      if (!at) return { items: [], limit: page.limit, offset: 0, order: page.order, next_offset: null, next_cursor: null };
+      const cmp = page.order === 'desc' ? '<' : '>';
+      const c = page.cursor;
+      rowsQ = rowsQ.where((eb) => eb.or([eb('time', cmp, at.time), eb.and([eb('time', '=', at.time), eb('seq', cmp, c)])]));
+    } else if (page.offset) rowsQ = rowsQ.offset(page.offset);
     const rows = await rowsQ.limit(page.limit + 1).execute();
     const more = rows.length > page.limit;
     const pageRows = rows.slice(0, page.limit);

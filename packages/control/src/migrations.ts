@@ -109,11 +109,14 @@ export const MIGRATIONS: Migration[] = [
         .addColumn('address', 'text')
         .addColumn('details', 'text')
         .execute();
+      // Pages are ordered by (time, seq); each filter column leads an index whose next columns
+      // are time and seq, so a filtered page with since/until is one index range, in order.
       await db.schema.createIndex('audit_time').on('audit').columns(['time', 'seq']).execute();
-      await db.schema.createIndex('audit_project').on('audit').columns(['project', 'app', 'seq']).execute();
-      await db.schema.createIndex('audit_action').on('audit').columns(['action', 'seq']).execute();
-      await db.schema.createIndex('audit_token').on('audit').columns(['token', 'seq']).execute();
-      await db.schema.createIndex('audit_agent').on('audit').columns(['agent', 'seq']).execute();
+      await db.schema.createIndex('audit_project').on('audit').columns(['project', 'time', 'seq']).execute();
+      await db.schema.createIndex('audit_project_app').on('audit').columns(['project', 'app', 'time', 'seq']).execute();
+      for (const col of ['action', 'token', 'agent', 'version'] as const) {
+        await db.schema.createIndex(`audit_${col}`).on('audit').columns([col, 'time', 'seq']).execute();
+      }
 
       await db.schema
         .createTable('upload_sessions')
