@@ -1,0 +1,148 @@
+// Running one task: core's pull, in-process, into the target directory. Strategy `mirror`
+// applies the version exactly (deleting what it lacks); `overlay` never deletes: a dry run finds
+// what mirror would delete and those paths are protected for the real run. Include/exclude are
+// merged with the defaults (.git/, runtime/, tmp/) as ignore rules, so excluded paths are never
+// touched. Every failure becomes an outcome with the error's code and a sentence saying why.
+import { type Hasher, KkError, type Store, Store as StoreClass, isKkError, pull, withRetry } from '@kk/core';
+import { openDriver } from '@kk/drivers';
+import type { ClaimedTask, LogLine, TaskOutcome } from './api.js';
+
+/** Paths an agent never touches unless a target says otherwise (seed 000). */
+export const DEFAULT_IGNORE = ['.git/', 'runtime/', 'tmp/'];
+
+export interface ExecutionContext {
+  stage(stage: string, progress?: number): void;
+  log(line: string, level?: LogLine['level']): void;
+}
+
+/** Runs one claimed task to an outcome; never throws for a task failure. */
+export interface TaskExecutor {
+  run(claim: ClaimedTask, ctx: ExecutionContext): Promise<TaskOutcome>;
+}
+
+/** Escape a literal path for a gitignore pattern anchored at the root. */
+export function literalPattern(p: string): string {
+  return `/${p.replace(/[\\*?[\]]/g, (c) => `\\${c}`).replace(/ $/, '\\ ')}`;
+}
+
+/**
+ * The ignore rules of a target: the defaults, then its excludes, then, when it lists includes,
+ * "everything but directories" ignored and the includes re-included (the gitignore idiom).
+ */
+export function ignoreRules(t: Pick<ClaimedTask['target'], 'include' | 'exclude'>): string[] {
+  const rules = [...DEFAULT_IGNORE, ...t.exclude];
+  if (t.include.length) {
+    const keep = t.include.flatMap((p) => [`!${p}`]);
+    return ['*', '!*/', ...keep, ...rules];
+  }
+  return rules;
+}
+
+export interface PullExecutorOptions {
+  /** The store to pull from: the server's URL (the default) or any store URL. */
+  storeUrl: string;
+  /** Token for the store (the node token when the store is the server). */
+  token?: string;
+  hasher: Hasher;
+  /** Where core keeps each target's state (applied versions, caches, journal). */
+  stateDir: string;
+  /** Parallel fetches inside one task (bounded concurrency within a job). Default 8. */
+  concurrency?: number;
+  /** Who pulls, for the store's audit log. */
+  agent?: string;
+  /** Open the store (tests pass one in). */
+  openStore?: () => Promise<Store>;
+}
+
+export class PullExecutor implements TaskExecutor {
+  constructor(private readonly opts: PullExecutorOptions) {}
+
+  private async store(): Promise<Store> {
+    if (this.opts.openStore) return this.opts.openStore();
+    const driver = await openDriver(this.opts.storeUrl, this.opts.token ? { token: this.opts.token } : {});
+    try {
+      // A short outage of the server does not fail a task that is fetching.
+      return await StoreClass.open(withRetry(driver, { retries: 6, baseMs: 500 }));
+    } catch (err) {
+      await driver.close().catch(() => {});
+      throw err;
+    }
+  }
+
+  async run(claim: ClaimedTask, ctx: ExecutionContext): Promise<TaskOutcome> {
+    const { task, target } = claim;
+    let store: Store | undefined;
+    try {
+      ctx.stage('resolve', 0);
+      store = await this.store();
+      const info = await store.resolveVersion(task.project, task.app, task.version);
+      if (task.manifest && info.manifest !== task.manifest) {
+        throw new KkError('MANIFEST_INVALID', `version ${task.version} of ${task.project}/${task.app} now names manifest ${info.manifest}, but the task was for ${task.manifest}`, {
+          hint: 'the version was replaced in the store; sync the target again',
+        });
+      }
+      const ignore = ignoreRules(target);
+      const base = {
+        store,
+        hasher: this.opts.hasher,
+        project: task.project,
+        app: task.app,
+        version: task.version,
+        target: target.path,
+        stateDir: this.opts.stateDir,
+        concurrency: this.opts.concurrency ?? 8,
+        command: 'kk agent',
+        ...(this.opts.agent ? { agent: this.opts.agent } : {}),
+      };
+      if (target.strategy === 'overlay') {
+        const plan = await pull({ ...base, ignore, dryRun: true, adopt: true });
+        const keep = plan.paths.deleted.map((p) => literalPattern(p.replace(/\/$/, '')));
+        if (keep.length) ctx.log(`overlay: keeping ${keep.length} path(s) the version does not have`);
+        ignore.push(...keep);
+      }
+      ctx.log(`applying ${task.project}/${task.app} ${task.version} to ${target.path} (${target.strategy})`);
+      let lastPhase = '';
+      const r = await pull({
+        ...base,
+        ignore,
+        adopt: target.strategy === 'overlay',
+        onProgress: (e) => {
+          if (e.phase !== lastPhase) {
+            lastPhase = e.phase;
+            ctx.log(`stage ${e.phase}`);
+          }
+          ctx.stage(e.phase, e.bytesTotal > 0 ? e.bytesDone / e.bytesTotal : e.total > 0 ? e.done / e.total : undefined);
+        },
+      });
+      ctx.stage('done', 1);
+      const result = {
+        files_added: r.paths.added.length,
+        files_changed: r.paths.changed.length + r.paths.metaOnly.length,
+        files_deleted: r.paths.deleted.length,
+        bytes_fetched: r.bytesFetched,
+        seconds: Math.round(r.durationMs) / 1000,
+        up_to_date: r.upToDate,
+        manifest: r.manifest,
+        ...(r.previous ? { previous: r.previous } : {}),
+        ...(r.recovered ? { recovered: true } : {}),
+      };
+      ctx.log(`done: ${result.files_added} added, ${result.files_changed} changed, ${result.files_deleted} deleted, ${result.bytes_fetched} bytes fetched in ${result.seconds} s`);
+      return { ok: true, result };
+    } catch (err) {
+      return outcomeOf(err);
+    } finally {
+      if (store && !this.opts.openStore) await store.driver.close().catch(() => {});
+    }
+  }
+}
+
+/** A failure as the server records it: a stable code and a sentence saying what to do. */
+export function outcomeOf(err: unknown): TaskOutcome {
+  if (isKkError(err)) {
+    return { ok: false, code: err.code, reason: err.hint ? `${err.message} (${err.hint})` : err.message };
+  }
+  const e = err as NodeJS.ErrnoException;
+  if (e?.code === 'ENOSPC') return { ok: false, code: 'DISK_FULL', reason: `the node's disk is full: ${e.message}` };
+  if (e?.code === 'EACCES' || e?.code === 'EPERM') return { ok: false, code: 'FORBIDDEN', reason: `the agent may not write there: ${e.message}` };
+  return { ok: false, code: 'INTERNAL', reason: String(e?.message ?? err) };
+}
