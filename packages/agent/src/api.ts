@@ -85,7 +85,7 @@ export class HttpAgentApi implements AgentApi {
         signal: AbortSignal.any(signals),
       });
     } catch (err) {
-      throw new KkError('BACKEND', `cannot reach the kk server at ${url.origin}: ${(err as Error).message}`, { cause: err, hint: 'the agent keeps trying; check the server and the network' });
+      throw new KkError('BACKEND', `cannot reach the kk server at ${url.origin}: ${(err as Error).message}`, { cause: err, hint: 'check the server URL, that the server runs, and the network between them' });
     }
     const text = await res.text();
     let json: any = undefined;
@@ -119,4 +119,15 @@ export class HttpAgentApi implements AgentApi {
   async report(id: Identity, taskId: string, attemptId: string, r: Report): Promise<void> {
     await this.call('POST', `api/sync/tasks/${encodeURIComponent(taskId)}/report`, { attempt_id: attemptId, ...r }, id.token);
   }
+}
+
+/** `k=v,k2=v2` (the CLI's --tags) as an object. CONFIG_INVALID for a part without `=`. */
+export function parseTags(text: string | undefined): Tags {
+  const out: Tags = {};
+  for (const part of (text ?? '').split(',').map((s) => s.trim()).filter(Boolean)) {
+    const eq = part.indexOf('=');
+    if (eq <= 0) throw new KkError('CONFIG_INVALID', `invalid tag ${JSON.stringify(part)}: use key=value[,key=value...]`);
+    out[part.slice(0, eq)] = part.slice(eq + 1);
+  }
+  return out;
 }
