@@ -1,5 +1,6 @@
 // @kk/server: the kk HTTP server over any store (DESIGN 9).
-export { createKkServer, startServer, defaultDbUrl, KkServer, type KkServerOptions, type StartServerOptions, type RunningServer, type Call } from './server.js';
+export { createKkServer, startServer, defaultDbUrl, KkServer, type KkServerOptions, type StartServerOptions, type RunningServer } from './server.js';
+export type { Call, ServerContext, RouteEntry, Handler } from './context.js';
 export {
   type ServerConfig,
   type WebhookConfig,

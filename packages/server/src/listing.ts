@@ -4,31 +4,17 @@
 // written without the server. Every listing asks the store which names exist, so instances
 // sharing a store agree at once; only immutable data (creation times, refs) is cached.
 import { type Store, type VersionInfo, forEachLimit } from '@kk/core';
-import type { KkServer } from './server.js';
+import type { AppItem, ChannelItem, ListingApi, ProjectItem, ServerContext, VersionItem } from './context.js';
 
-export interface ProjectItem {
-  name: string;
-  created: string;
-}
-
-export interface AppItem {
-  project: string;
-  name: string;
-  created: string;
-}
-
-export interface VersionItem extends VersionInfo {
-  /** Channels pointing at this version (e.g. `promoted`). */
-  channels: string[];
-}
+export type { AppItem, ChannelItem, ProjectItem, VersionItem };
 
 const projectIndex = (p: string) => `server/index/projects/${p}`;
 const appIndex = (p: string, a: string) => `server/index/apps/${p}/${a}`;
 
-export class Listing {
+export class Listing implements ListingApi {
   private readonly store: Store;
 
-  constructor(private readonly srv: KkServer) {
+  constructor(private readonly srv: ServerContext) {
     this.store = srv.store;
   }
 

@@ -6,34 +6,22 @@
 // lapses (checked every minute), so each scheduled run happens once per cluster.
 import { Cron } from 'croner';
 import { type GcResult, type RetentionResult, applyRetentionAll, gc, isKkError } from '@kk/core';
-import type { KkServer } from './server.js';
+import type { RetentionApi, RetentionRun, ServerContext } from './context.js';
 import { deleteVersion } from './routes/objects.js';
 
-export interface RetentionRun {
-  started: string;
-  finished: string;
-  trigger: 'schedule' | 'api';
-  dry_run: boolean;
-  retain_versions: number | null;
-  apps: number;
-  deleted: { project: string; app: string; version: string }[];
-  kept_pinned: { project: string; app: string; version: string; reason: string }[];
-  gc: GcResult | null;
-  gc_error?: string;
-  uploads_expired: number;
-}
+export type { RetentionRun };
 
 const LAST_RUN = 'retention.last-run';
 const JOB = 'retention';
 /** How long a run's lease holds without renewal (renewed every third of it). */
 const LEASE_MS = 60_000;
 
-export class RetentionScheduler {
+export class RetentionScheduler implements RetentionApi {
   private cron: Cron | undefined;
   private running: Promise<RetentionRun> | undefined;
   private takeover: NodeJS.Timeout | undefined;
 
-  constructor(private readonly srv: KkServer) {}
+  constructor(private readonly srv: ServerContext) {}
 
   /** A cron for the configured schedule, for reading its next run without starting it. */
   static pattern(schedule: string, timezone?: string): Cron {

@@ -20,6 +20,7 @@ import { Listing } from './listing.js';
 import { type LogLevel, type LogSink, type Logger, createLogger } from './log.js';
 import { type Metrics, createMetrics } from './metrics.js';
 import { Router } from './router.js';
+import type { AuditFields, Call, RouteEntry, ServerContext } from './context.js';
 import { type Principal, type Permission, type TokenService, formatScope, hasPermission, may, scopeCovers } from './tokens.js';
 import { Webhooks } from './webhooks.js';
 import { RetentionScheduler } from './retention.js';
@@ -27,27 +28,6 @@ import { registerObjectRoutes } from './routes/objects.js';
 import { registerApiRoutes } from './routes/api.js';
 import { registerFileRoutes } from './routes/files.js';
 import { registerAdminRoutes } from './routes/admin.js';
-
-/** One request as handlers see it. */
-export interface Call {
-  req: IncomingMessage;
-  res: ServerResponse;
-  params: Record<string, string>;
-  query: URLSearchParams;
-  /** The authenticated caller (routes marked public have none). */
-  principal: Principal;
-  /** The client's `X-Kk-Agent` header. */
-  agent: string | undefined;
-  address: string | undefined;
-}
-
-export type Handler = (call: Call) => Promise<void>;
-
-export interface RouteEntry {
-  handler: Handler;
-  /** No token needed (`/healthz`, `/metrics`). */
-  public?: boolean;
-}
 
 export interface KkServerOptions {
   /** Store URL (any registered driver scheme, or a path) or an open Store. */
@@ -84,17 +64,7 @@ export function defaultDbUrl(store: string | Store, cwd = process.cwd()): string
   return `sqlite://${join(dir, createHash('sha256').update(identity).digest('hex').slice(0, 16), 'kk.db')}`;
 }
 
-export interface AuditFields {
-  project?: string;
-  app?: string;
-  version?: string;
-  manifest?: string;
-  channel?: string;
-  previous?: string;
-  details?: Record<string, unknown>;
-}
-
-export class KkServer {
+export class KkServer implements ServerContext {
   readonly router = new Router<RouteEntry>();
   readonly caches: Caches;
   readonly metrics: Metrics;

@@ -9,14 +9,19 @@ import { call, publishFiles, rawCall, snapshot, startTestServer, type TestServer
 
 let t: TestServer;
 let before: Record<string, string>;
+/** The control database's event seq after the setup: refused requests change no state there either. */
+let seqBefore: number;
 const LIMIT = 64 * 1024;
 
 beforeAll(async () => {
   t = await startTestServer({ maxBodyBytes: LIMIT, maxFileBytes: 2 * LIMIT });
   await publishFiles(t, 'good', 'app', 'v1', { 'a.txt': 'a' });
   before = await snapshot(t.storeDir);
+  seqBefore = (await call(t.url, 'GET', '/api/v1/events?since=0&limit=1', { token: t.admin })).json().seq;
+  expect(seqBefore).toBeGreaterThan(0);
 });
 afterAll(async () => {
+  expect((await call(t.url, 'GET', '/api/v1/events?since=0&limit=1', { token: t.admin })).json().seq).toBe(seqBefore);
   await t.cleanup();
 });
 

@@ -186,12 +186,17 @@ export async function publishAt(store: Store, project: string, app: string, vers
 }
 
 /** Every file under `dir` with its bytes' digest: a snapshot to prove a store unchanged. */
+/**
+ * Every file of a store and its digest. The control database's files (`server/kk.db*`) are left
+ * out: SQLite rewrites its shared-memory index on reads; compare the event `seq` for its state.
+ */
 export async function snapshot(dir: string): Promise<Record<string, string>> {
   const out: Record<string, string> = {};
   const entries = await readdir(dir, { recursive: true, withFileTypes: true }).catch(() => []);
   for (const e of entries) {
     if (!e.isFile()) continue;
     const abs = path.join(e.parentPath, e.name);
+    if (/^server[\\/]kk\.db/.test(path.relative(dir, abs))) continue;
     out[path.relative(dir, abs)] = sha256Digest(await readFile(abs));
   }
   return out;

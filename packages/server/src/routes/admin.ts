@@ -3,7 +3,7 @@
 import { KkError } from '@kk/core';
 import { parseDuration } from '../config.js';
 import { badRequest, pageOf, paginate, readJson, sendJson } from '../http.js';
-import type { Call, KkServer } from '../server.js';
+import type { Call, ServerContext } from '../context.js';
 import {
   type MintRequest,
   type TokenRecord,
@@ -16,7 +16,7 @@ import {
 } from '../tokens.js';
 import { type Webhook, type WebhookInput, publicWebhook } from '../webhooks.js';
 
-export function registerAdminRoutes(srv: KkServer): void {
+export function registerAdminRoutes(srv: ServerContext): void {
   const r = srv.router;
   const api = '/api/v1';
   r.add('POST', `${api}/tokens`, { handler: (c) => createToken(srv, c) });
@@ -58,7 +58,7 @@ function parseExpiry(v: unknown): number | undefined {
   return Date.now() + ms;
 }
 
-async function createToken(srv: KkServer, c: Call): Promise<void> {
+async function createToken(srv: ServerContext, c: Call): Promise<void> {
   const body = await readJson(c.req, 64 * 1024);
   if (typeof body.scope !== 'string') throw badRequest('scope is required: global, project:P or app:P/A');
   const req: MintRequest = { scope: parseScope(body.scope), permissions: parsePermissions(body.permissions) };
@@ -88,7 +88,7 @@ function visibleToken(c: Call, rec: TokenRecord): boolean {
   return rec.id === c.principal.tokenId || (hasPermission(c.principal, 'admin') && scopeContains(c.principal.scope, parseScope(rec.scope)));
 }
 
-async function listTokens(srv: KkServer, c: Call): Promise<void> {
+async function listTokens(srv: ServerContext, c: Call): Promise<void> {
   requireAdminAnywhere(c);
   const page = pageOf(c.query);
   const seq = await srv.control.events.current();
@@ -97,14 +97,14 @@ async function listTokens(srv: KkServer, c: Call): Promise<void> {
   await sendJson(c.req, c.res, 200, { ...out, items: out.items.map(publicToken), seq });
 }
 
-async function getToken(srv: KkServer, c: Call): Promise<void> {
+async function getToken(srv: ServerContext, c: Call): Promise<void> {
   const rec = await srv.tokens.get(c.params.id!);
   if (!rec || !visibleToken(c, rec)) throw new KkError('NOT_FOUND', `token ${c.params.id} does not exist`);
   await sendJson(c.req, c.res, 200, publicToken(rec));
 }
 
 /** Revoke: effective on the very next request, on every instance (tokens are read per request). */
-async function revokeToken(srv: KkServer, c: Call): Promise<void> {
+async function revokeToken(srv: ServerContext, c: Call): Promise<void> {
   const rec = await srv.tokens.get(c.params.id!);
   if (!rec || !visibleToken(c, rec)) throw new KkError('NOT_FOUND', `token ${c.params.id} does not exist`);
   const revoked = await srv.tokens.revoke(rec.id);
@@ -116,7 +116,7 @@ async function revokeToken(srv: KkServer, c: Call): Promise<void> {
 // ---- webhooks ----
 
 /** Rights over a webhook: admin covering its project/app filter (global admin for unfiltered ones). */
-function requireWebhookAdmin(srv: KkServer, c: Call, w: { project?: string | undefined; app?: string | undefined }): void {
+function requireWebhookAdmin(srv: ServerContext, c: Call, w: { project?: string | undefined; app?: string | undefined }): void {
   srv.require(c, 'admin', w.project, w.app);
 }
 
@@ -124,7 +124,7 @@ function visibleWebhook(c: Call, w: Webhook): boolean {
   return hasPermission(c.principal, 'admin') && scopeCovers(c.principal.scope, w.project, w.app);
 }
 
-async function listWebhooks(srv: KkServer, c: Call): Promise<void> {
+async function listWebhooks(srv: ServerContext, c: Call): Promise<void> {
   requireAdminAnywhere(c);
   const seq = await srv.control.events.current();
   const items = (await srv.webhooks.list()).filter((w) => visibleWebhook(c, w)).map(publicWebhook);
@@ -139,7 +139,7 @@ function webhookInput(body: Record<string, unknown>): WebhookInput {
   return input;
 }
 
-async function loadWebhook(srv: KkServer, c: Call): Promise<Webhook> {
+async function loadWebhook(srv: ServerContext, c: Call): Promise<Webhook> {
   // Without admin anywhere the answer is 403 for every webhook route, existing id or not.
   requireAdminAnywhere(c);
   const w = await srv.webhooks.get(c.params.id!);
@@ -147,7 +147,7 @@ async function loadWebhook(srv: KkServer, c: Call): Promise<Webhook> {
   return w;
 }
 
-async function createWebhook(srv: KkServer, c: Call): Promise<void> {
+async function createWebhook(srv: ServerContext, c: Call): Promise<void> {
   const input = webhookInput(await readJson(c.req, 64 * 1024));
   requireWebhookAdmin(srv, c, { project: input.project as string | undefined, app: input.app as string | undefined });
   const w = await srv.webhooks.create(input);
@@ -157,11 +157,11 @@ async function createWebhook(srv: KkServer, c: Call): Promise<void> {
   await sendJson(c.req, c.res, 201, { ...publicWebhook(w), secret: w.secret });
 }
 
-async function getWebhook(srv: KkServer, c: Call): Promise<void> {
+async function getWebhook(srv: ServerContext, c: Call): Promise<void> {
   await sendJson(c.req, c.res, 200, publicWebhook(await loadWebhook(srv, c)));
 }
 
-async function updateWebhook(srv: KkServer, c: Call): Promise<void> {
+async function updateWebhook(srv: ServerContext, c: Call): Promise<void> {
   const prev = await loadWebhook(srv, c);
   const input = webhookInput(await readJson(c.req, 64 * 1024));
   requireWebhookAdmin(srv, c, { project: (input.project ?? prev.project) as string | undefined, app: (input.app ?? prev.app) as string | undefined });
@@ -171,7 +171,7 @@ async function updateWebhook(srv: KkServer, c: Call): Promise<void> {
   await sendJson(c.req, c.res, 200, publicWebhook(w));
 }
 
-async function deleteWebhook(srv: KkServer, c: Call): Promise<void> {
+async function deleteWebhook(srv: ServerContext, c: Call): Promise<void> {
   const w = await loadWebhook(srv, c);
   await srv.webhooks.remove(w.id);
   await srv.activity(c, 'webhook.delete', { project: w.project, app: w.app, details: { id: w.id } });
@@ -180,7 +180,7 @@ async function deleteWebhook(srv: KkServer, c: Call): Promise<void> {
   c.res.end();
 }
 
-async function listDeliveries(srv: KkServer, c: Call): Promise<void> {
+async function listDeliveries(srv: ServerContext, c: Call): Promise<void> {
   const w = await loadWebhook(srv, c);
   const page = pageOf(c.query);
   const seq = await srv.control.events.current();
@@ -189,7 +189,7 @@ async function listDeliveries(srv: KkServer, c: Call): Promise<void> {
   await sendJson(c.req, c.res, 200, { items, total, limit: page.limit, offset: page.offset, order: page.order, next_offset: next < total ? next : null, seq });
 }
 
-async function redeliver(srv: KkServer, c: Call): Promise<void> {
+async function redeliver(srv: ServerContext, c: Call): Promise<void> {
   const w = await loadWebhook(srv, c);
   const d = await srv.webhooks.redeliver(w.id, c.params.delivery!);
   if (!d) throw new KkError('NOT_FOUND', `webhook ${w.id} has no delivery ${c.params.delivery}`);
@@ -198,12 +198,12 @@ async function redeliver(srv: KkServer, c: Call): Promise<void> {
 
 // ---- audit ----
 
-async function queryAudit(srv: KkServer, c: Call): Promise<void> {
+async function queryAudit(srv: ServerContext, c: Call): Promise<void> {
   requireAdminAnywhere(c);
   const q = c.query;
   const page = pageOf(q);
   const seq = await srv.control.events.current();
-  const filter: Parameters<KkServer['audit']['query']>[0] = {};
+  const filter: Parameters<ServerContext['audit']['query']>[0] = {};
   for (const k of ['action', 'project', 'app', 'version', 'token', 'agent'] as const) {
     const v = q.get(k);
     if (v) filter[k] = v;
@@ -230,7 +230,7 @@ async function queryAudit(srv: KkServer, c: Call): Promise<void> {
  * oldest first. Ask again with `since=next_since` to follow; `seq` is the current highest.
  * A scoped token sees its project's (apps') events only.
  */
-async function listEvents(srv: KkServer, c: Call): Promise<void> {
+async function listEvents(srv: ServerContext, c: Call): Promise<void> {
   const p = c.principal;
   if (p.permissions.size === 0) throw new KkError('FORBIDDEN', `token ${p.tokenId} holds no permission`);
   const q = c.query;
@@ -239,7 +239,7 @@ async function listEvents(srv: KkServer, c: Call): Promise<void> {
   const limitRaw = q.get('limit') ?? '100';
   if (!/^\d+$/.test(limitRaw) || Number(limitRaw) < 1) throw badRequest('limit must be a positive integer');
   const limit = Math.min(Number(limitRaw), 500);
-  const filter: Parameters<KkServer['control']['events']['since']>[2] = {};
+  const filter: Parameters<ServerContext['control']['events']['since']>[2] = {};
   for (const k of ['type', 'project', 'app'] as const) {
     const v = q.get(k);
     if (v) filter[k] = v;
@@ -252,7 +252,7 @@ async function listEvents(srv: KkServer, c: Call): Promise<void> {
 
 // ---- retention ----
 
-async function retentionStatus(srv: KkServer, c: Call): Promise<void> {
+async function retentionStatus(srv: ServerContext, c: Call): Promise<void> {
   requireAdminAnywhere(c);
   const next = srv.retention.nextRun();
   await sendJson(c.req, c.res, 200, {
@@ -265,7 +265,7 @@ async function retentionStatus(srv: KkServer, c: Call): Promise<void> {
 }
 
 /** `POST /api/v1/retention/run` {dry_run?, retain_versions?}: the nightly job, now (global admin). */
-async function runRetention(srv: KkServer, c: Call): Promise<void> {
+async function runRetention(srv: ServerContext, c: Call): Promise<void> {
   srv.require(c, 'admin');
   const body = await readJson(c.req, 64 * 1024);
   const keep = body.retain_versions;

@@ -3,13 +3,13 @@
 // plus rollback, version delete, channels and the batch version query of seed 10.3.
 import { type Digest, KkError, assertAppName, assertChannelName, assertProjectName, assertVersionName, isDigest, renderMetaYaml, renderSha256sum } from '@kk/core';
 import { badRequest, pageOf, paginate, readJson, sendBytes, sendJson } from '../http.js';
-import type { Call, KkServer } from '../server.js';
+import type { Call, ServerContext } from '../context.js';
 import { formatScope, may } from '../tokens.js';
 import { deleteVersion } from './objects.js';
 
 const READ = ['pull', 'push', 'promote'] as const;
 
-export function registerApiRoutes(srv: KkServer): void {
+export function registerApiRoutes(srv: ServerContext): void {
   const r = srv.router;
   for (const base of ['', '/api/v1']) {
     r.add('GET', `${base}/projects`, { handler: (c) => listProjects(srv, c) });
@@ -30,7 +30,7 @@ export function registerApiRoutes(srv: KkServer): void {
   r.add('GET', '/metrics', { public: true, handler: (c) => metrics(srv, c) });
 }
 
-async function listProjects(srv: KkServer, c: Call): Promise<void> {
+async function listProjects(srv: ServerContext, c: Call): Promise<void> {
   if (!READ.some((p) => c.principal.permissions.has(p) || c.principal.permissions.has('admin'))) {
     throw new KkError('FORBIDDEN', `token ${c.principal.tokenId} cannot list projects`);
   }
@@ -40,7 +40,7 @@ async function listProjects(srv: KkServer, c: Call): Promise<void> {
   await sendJson(c.req, c.res, 200, paginate(all, page, (p) => p.created, (p) => p.name));
 }
 
-async function listApps(srv: KkServer, c: Call): Promise<void> {
+async function listApps(srv: ServerContext, c: Call): Promise<void> {
   const { project } = c.params as { project: string };
   const page = pageOf(c.query);
   const scope = c.principal.scope;
@@ -52,7 +52,7 @@ async function listApps(srv: KkServer, c: Call): Promise<void> {
   await sendJson(c.req, c.res, 200, paginate(all, page, (a) => a.created, (a) => a.name));
 }
 
-async function listVersions(srv: KkServer, c: Call): Promise<void> {
+async function listVersions(srv: ServerContext, c: Call): Promise<void> {
   const { project, app } = c.params as { project: string; app: string };
   srv.requireAny(c, [...READ], project, app);
   const page = pageOf(c.query);
@@ -63,7 +63,7 @@ async function listVersions(srv: KkServer, c: Call): Promise<void> {
   await sendJson(c.req, c.res, 200, paginate(all, page, (v) => v.created, (v) => v.version));
 }
 
-async function getVersion(srv: KkServer, c: Call): Promise<void> {
+async function getVersion(srv: ServerContext, c: Call): Promise<void> {
   const { project, app, version } = c.params as { project: string; app: string; version: string };
   srv.requireAny(c, [...READ], project, app);
   const v = await srv.store.resolveVersion(project, app, version);
@@ -71,7 +71,7 @@ async function getVersion(srv: KkServer, c: Call): Promise<void> {
   await sendJson(c.req, c.res, 200, { ...v, channels });
 }
 
-async function removeVersion(srv: KkServer, c: Call): Promise<void> {
+async function removeVersion(srv: ServerContext, c: Call): Promise<void> {
   const { project, app, version } = c.params as { project: string; app: string; version: string };
   const deleted = await deleteVersion(srv, c, project, app, version);
   if (!deleted) throw new KkError('NOT_FOUND', `${project}/${app} has no version ${version}`);
@@ -79,7 +79,7 @@ async function removeVersion(srv: KkServer, c: Call): Promise<void> {
   c.res.end();
 }
 
-async function listChannels(srv: KkServer, c: Call): Promise<void> {
+async function listChannels(srv: ServerContext, c: Call): Promise<void> {
   const { project, app } = c.params as { project: string; app: string };
   srv.requireAny(c, [...READ], project, app);
   await sendJson(c.req, c.res, 200, { items: await srv.listing.channels(project, app) });
@@ -90,7 +90,7 @@ async function listChannels(srv: KkServer, c: Call): Promise<void> {
  * `latest`, a channel, or a manifest digest (`sha256:<hex>`, or the bare hex when no version
  * has that name): the version of this app whose manifest it is. Not a pull (see POST /pulls).
  */
-async function getManifest(srv: KkServer, c: Call): Promise<void> {
+async function getManifest(srv: ServerContext, c: Call): Promise<void> {
   const { project, app, hash } = c.params as { project: string; app: string; hash: string };
   srv.require(c, 'pull', project, app);
   const v = await resolveHash(srv, project, app, hash);
@@ -104,7 +104,7 @@ async function getManifest(srv: KkServer, c: Call): Promise<void> {
 }
 
 /** A version by name, `latest`, channel, or manifest digest (newest version with that manifest). */
-async function resolveHash(srv: KkServer, project: string, app: string, hash: string): Promise<{ version: string; manifest: Digest }> {
+async function resolveHash(srv: ServerContext, project: string, app: string, hash: string): Promise<{ version: string; manifest: Digest }> {
   const digest: Digest | undefined = isDigest(hash) ? hash : /^[0-9a-f]{64}$/.test(hash) ? `sha256:${hash}` : undefined;
   if (!digest) return srv.store.resolveVersion(project, app, hash);
   if (digest === hash || !(await srv.store.getRef(project, app, hash))) {
@@ -120,7 +120,7 @@ async function resolveHash(srv: KkServer, project: string, app: string, hash: st
  * a completed pull (kk does at the end of every pull that is not a dry run). Audited and sent
  * as the `pull` event, once per report; the version must exist with that manifest.
  */
-async function recordPull(srv: KkServer, c: Call): Promise<void> {
+async function recordPull(srv: ServerContext, c: Call): Promise<void> {
   const body = await readJson(c.req, 64 * 1024);
   const { project, app } = bodyNames(body);
   const { version, manifest } = body;
@@ -149,7 +149,7 @@ function bodyNames(body: Record<string, unknown>): { project: string; app: strin
 }
 
 /** `POST /promote` {project, app, version, channel?}: point a channel (default `promoted`) at a version. */
-async function promote(srv: KkServer, c: Call): Promise<void> {
+async function promote(srv: ServerContext, c: Call): Promise<void> {
   const body = await readJson(c.req, 64 * 1024);
   const { project, app } = bodyNames(body);
   const version = body.version ?? body.hash;
@@ -171,7 +171,7 @@ async function promote(srv: KkServer, c: Call): Promise<void> {
  * `POST /api/v1/rollback` {project, app, channel?, to?}: move the channel back to `to`, or to
  * the newest earlier position whose version still exists. 409 when there is none.
  */
-async function rollback(srv: KkServer, c: Call): Promise<void> {
+async function rollback(srv: ServerContext, c: Call): Promise<void> {
   const body = await readJson(c.req, 64 * 1024);
   const { project, app } = bodyNames(body);
   const channel = typeof body.channel === 'string' ? body.channel : 'promoted';
@@ -201,7 +201,7 @@ async function rollback(srv: KkServer, c: Call): Promise<void> {
 }
 
 /** Seed 10.3's batch query: the versions of many apps in one request. */
-async function queryVersions(srv: KkServer, c: Call): Promise<void> {
+async function queryVersions(srv: ServerContext, c: Call): Promise<void> {
   const body = await readJson(c.req, srv.config.maxBodyBytes);
   if (!Array.isArray(body.apps) || body.apps.length > 500) throw badRequest('expected {"apps":[{"project":..,"app":..} or "project/app", ...]} (at most 500)');
   const pageQuery = new URLSearchParams();
@@ -237,7 +237,7 @@ async function whoami(c: Call): Promise<void> {
   });
 }
 
-async function healthz(srv: KkServer, c: Call): Promise<void> {
+async function healthz(srv: ServerContext, c: Call): Promise<void> {
   try {
     await srv.store.driver.stat('kk-store.json');
     await sendJson(c.req, c.res, 200, { status: 'ok', store: srv.store.driver.name });
@@ -246,7 +246,7 @@ async function healthz(srv: KkServer, c: Call): Promise<void> {
   }
 }
 
-async function metrics(srv: KkServer, c: Call): Promise<void> {
+async function metrics(srv: ServerContext, c: Call): Promise<void> {
   const text = await srv.metrics.registry.metrics();
   await sendBytes(c.req, c.res, 200, Buffer.from(text), { 'content-type': srv.metrics.registry.contentType }, true);
 }

@@ -23,12 +23,12 @@ import {
   parentsOf,
 } from '@kk/core';
 import { HttpError, badRequest, readJson, sendJson, tooLarge, writeChunk } from '../http.js';
-import type { Call, KkServer } from '../server.js';
+import type { Call, ServerContext } from '../context.js';
 import { type DeclaredFile, type UploadSession, Uploads } from '../uploads.js';
 import { actorOf } from './api.js';
 import { createVersion, parseRange } from './objects.js';
 
-export function registerFileRoutes(srv: KkServer): void {
+export function registerFileRoutes(srv: ServerContext): void {
   const uploads = srv.control.uploads;
   const r = srv.router;
   for (const base of ['', '/api/v1']) {
@@ -48,7 +48,7 @@ function pathParam(c: Call): string {
 
 // ---- download ----
 
-async function getFile(srv: KkServer, c: Call): Promise<void> {
+async function getFile(srv: ServerContext, c: Call): Promise<void> {
   const { project, app, version } = c.params as { project: string; app: string; version: string };
   srv.require(c, 'pull', project, app);
   const path = pathParam(c);
@@ -109,7 +109,7 @@ async function getFile(srv: KkServer, c: Call): Promise<void> {
   c.res.end();
 }
 
-async function rawChunk(srv: KkServer, digest: Digest, size: number): Promise<Buffer> {
+async function rawChunk(srv: ServerContext, digest: Digest, size: number): Promise<Buffer> {
   const obj = await srv.store.getChunkObject(digest);
   const r = await srv.hasher.decodeChunk(obj, digest, size);
   if (!r.ok) throw new KkError('CHUNK_CORRUPT', r.reason, { details: { digest } });
@@ -118,7 +118,7 @@ async function rawChunk(srv: KkServer, digest: Digest, size: number): Promise<Bu
 
 // ---- publish ----
 
-async function refuseExisting(srv: KkServer, project: string, app: string, version: string): Promise<void> {
+async function refuseExisting(srv: ServerContext, project: string, app: string, version: string): Promise<void> {
   if (await srv.store.getRef(project, app, version)) {
     throw new KkError('VERSION_EXISTS', `${project}/${app} version ${version} already exists`, { hint: 'versions are immutable: publish under a new version name' });
   }
@@ -137,7 +137,7 @@ function parseMtime(v: string | null): number {
 }
 
 /** `PUT /file/{project}/{app}/{version}?path=F[&mode=755][&mtime=ms][&sha256=..]`: one whole file. */
-async function putFile(srv: KkServer, uploads: Uploads, c: Call): Promise<void> {
+async function putFile(srv: ServerContext, uploads: Uploads, c: Call): Promise<void> {
   const { project, app, version } = c.params as { project: string; app: string; version: string };
   assertVersionName(version);
   srv.require(c, 'push', project, app);
@@ -255,7 +255,7 @@ function parseDeclared(list: unknown, maxChunk: number): InitFile[] {
  * missing: `missing` lists files to `PUT`, `missing_chunks` the chunks of files declared with
  * their chunk lists. Files the store already holds (by digest) need not be sent again.
  */
-async function initUpload(srv: KkServer, uploads: Uploads, c: Call): Promise<void> {
+async function initUpload(srv: ServerContext, uploads: Uploads, c: Call): Promise<void> {
   const body = await readJson(c.req, srv.config.maxBodyBytes);
   const { project, app } = body as { project: unknown; app: unknown };
   const version = body.version ?? body.hash;
@@ -311,7 +311,7 @@ async function initUpload(srv: KkServer, uploads: Uploads, c: Call): Promise<voi
 }
 
 /** Files of the app's newest versions and channel targets, by digest and size: what need not be re-sent. */
-async function recentFiles(srv: KkServer, project: string, app: string): Promise<Map<string, ChunkRef[]>> {
+async function recentFiles(srv: ServerContext, project: string, app: string): Promise<Map<string, ChunkRef[]>> {
   const out = new Map<string, ChunkRef[]>();
   const versions = await srv.listing.versions(project, app).catch(() => []);
   const digests = new Set(versions.slice(0, 10).map((v) => v.manifest));
@@ -328,7 +328,7 @@ async function recentFiles(srv: KkServer, project: string, app: string): Promise
  * Idempotent: a retry of a finish that created the version (whether or not its answer got
  * through) answers 200 with `status: "unchanged"`, never a conflict.
  */
-async function finishUpload(srv: KkServer, uploads: Uploads, c: Call): Promise<void> {
+async function finishUpload(srv: ServerContext, uploads: Uploads, c: Call): Promise<void> {
   const body = await readJson(c.req, 64 * 1024);
   let session: UploadSession | undefined;
   if (typeof body.upload_id === 'string') {
@@ -395,7 +395,7 @@ async function finishUpload(srv: KkServer, uploads: Uploads, c: Call): Promise<v
 }
 
 /** Whether the stored manifest `digest` is `mine` but for its creation time and builder. */
-async function sameUpload(srv: KkServer, digest: Digest, mine: Manifest): Promise<boolean> {
+async function sameUpload(srv: ServerContext, digest: Digest, mine: Manifest): Promise<boolean> {
   const { manifest } = await srv.manifest(digest);
   return encodeManifest({ ...manifest, created: mine.created, builder: mine.builder }).digest === encodeManifest(mine).digest;
 }

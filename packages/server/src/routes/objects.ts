@@ -22,7 +22,7 @@ import {
   refKey,
 } from '@kk/core';
 import { HttpError, badRequest, readBody, readJson, sendJson, writeChunk } from '../http.js';
-import type { Call, KkServer } from '../server.js';
+import type { Call, ServerContext } from '../context.js';
 import { hasPermission, scopeCovers } from '../tokens.js';
 
 
@@ -79,7 +79,7 @@ export function classifyKey(key: string): KeyClass {
 
 const READ_META = ['pull', 'push', 'promote'] as const;
 
-export function registerObjectRoutes(srv: KkServer): void {
+export function registerObjectRoutes(srv: ServerContext): void {
   const r = srv.router;
   const api = '/api/v1';
   const byKey = (key: (c: Call) => string) => ({
@@ -109,7 +109,7 @@ export function registerObjectRoutes(srv: KkServer): void {
 
 // ---- authorization by key class ----
 
-function authorizeRead(srv: KkServer, c: Call, cls: KeyClass): void {
+function authorizeRead(srv: ServerContext, c: Call, cls: KeyClass): void {
   switch (cls.kind) {
     case 'config':
     case 'gclock':
@@ -135,7 +135,7 @@ const serverKeys = () => new KkError('FORBIDDEN', 'server/ keys are the server\'
 
 // ---- reads ----
 
-async function readObject(srv: KkServer, c: Call, key: string): Promise<void> {
+async function readObject(srv: ServerContext, c: Call, key: string): Promise<void> {
   const cls = classifyKey(key);
   authorizeRead(srv, c, cls);
   const head = c.req.method === 'HEAD';
@@ -204,7 +204,7 @@ async function sendObject(c: Call, data: Buffer | undefined, size: number, mtime
 
 // ---- writes ----
 
-async function writeObject(srv: KkServer, c: Call, key: string): Promise<void> {
+async function writeObject(srv: ServerContext, c: Call, key: string): Promise<void> {
   const cls = classifyKey(key);
   const ifAbsent = c.req.headers['if-none-match'] === '*';
   const limit = srv.config.maxBodyBytes;
@@ -249,7 +249,7 @@ export const MAX_LEASE_MS = 2 * 3_600_000;
  * token that first wrote it: only that token (or a global admin) may refresh or delete it, and
  * it may not run longer than MAX_LEASE_MS from now. The server records the owner in the body.
  */
-async function putLease(srv: KkServer, c: Call, key: string, ifAbsent: boolean): Promise<void> {
+async function putLease(srv: ServerContext, c: Call, key: string, ifAbsent: boolean): Promise<void> {
   srv.requireUnscoped(c, ['push']);
   const body = await readJson<Record<string, unknown>>(c.req, srv.config.maxBodyBytes);
   const now = Date.now();
@@ -267,7 +267,7 @@ async function putLease(srv: KkServer, c: Call, key: string, ifAbsent: boolean):
 }
 
 /** FORBIDDEN when the lease at `key` was taken by another token (global admins may always). */
-async function checkLeaseOwner(srv: KkServer, c: Call, key: string): Promise<void> {
+async function checkLeaseOwner(srv: ServerContext, c: Call, key: string): Promise<void> {
   const raw = await srv.store.driver.get(key);
   if (!raw) return;
   let owner: unknown;
@@ -281,7 +281,7 @@ async function checkLeaseOwner(srv: KkServer, c: Call, key: string): Promise<voi
   throw new KkError('FORBIDDEN', `push lease ${key.slice('locks/push/'.length)} belongs to another token`, { hint: 'a push may only refresh or release its own lease' });
 }
 
-async function putChunk(srv: KkServer, c: Call, digest: Digest, ifAbsent: boolean): Promise<void> {
+async function putChunk(srv: ServerContext, c: Call, digest: Digest, ifAbsent: boolean): Promise<void> {
   srv.requireUnscoped(c, ['push']);
   const max = srv.store.config.chunking.max;
   const object = await readBody(c.req, Math.min(srv.config.maxBodyBytes, max + 1024));
@@ -304,7 +304,7 @@ async function putChunk(srv: KkServer, c: Call, digest: Digest, ifAbsent: boolea
  * Decode and hash an uploaded chunk object in the pool, off the main thread; CHUNK_CORRUPT
  * unless it decodes to at most `chunking.max` bytes with `digest`.
  */
-export async function verifyChunkObject(srv: KkServer, digest: Digest, object: Buffer): Promise<void> {
+export async function verifyChunkObject(srv: ServerContext, digest: Digest, object: Buffer): Promise<void> {
   const corrupt = (why: string) => new KkError('CHUNK_CORRUPT', `chunk ${digest} refused: ${why}`, { details: { digest } });
   if (object.length < 1) throw corrupt('empty body');
   if (object[0]! > 1) throw corrupt(`unknown encoding header ${object[0]}`);
@@ -312,7 +312,7 @@ export async function verifyChunkObject(srv: KkServer, digest: Digest, object: B
   if (!r.ok) throw corrupt(`${r.reason} (or it is larger than the store's maximum chunk)`);
 }
 
-async function putManifest(srv: KkServer, c: Call, digest: Digest, ifAbsent: boolean): Promise<void> {
+async function putManifest(srv: ServerContext, c: Call, digest: Digest, ifAbsent: boolean): Promise<void> {
   srv.requireUnscoped(c, ['push']);
   const bytes = await readBody(c.req, srv.config.maxBodyBytes);
   const manifest = decodeManifest(bytes, digest);
@@ -329,7 +329,7 @@ function parseRefBody(body: Record<string, unknown>): Ref {
   return { manifest: body.manifest, created: body.created, by: typeof body.by === 'string' ? body.by : '' };
 }
 
-async function putRef(srv: KkServer, c: Call, project: string, app: string, version: string, ifAbsent: boolean): Promise<void> {
+async function putRef(srv: ServerContext, c: Call, project: string, app: string, version: string, ifAbsent: boolean): Promise<void> {
   assertVersionName(version);
   srv.require(c, 'push', project, app);
   const ref = parseRefBody(await readJson(c.req, 64 * 1024));
@@ -345,7 +345,7 @@ async function putRef(srv: KkServer, c: Call, project: string, app: string, vers
  * the store. Emits `push` when created.
  */
 export async function createVersion(
-  srv: KkServer,
+  srv: ServerContext,
   c: Call | undefined,
   project: string,
   app: string,
@@ -389,7 +389,7 @@ export async function createVersion(
   return 'created';
 }
 
-async function putChannel(srv: KkServer, c: Call, project: string, app: string, channel: string, ifAbsent: boolean): Promise<void> {
+async function putChannel(srv: ServerContext, c: Call, project: string, app: string, channel: string, ifAbsent: boolean): Promise<void> {
   assertChannelName(channel);
   srv.require(c, 'promote', project, app);
   const body = await readJson<Channel>(c.req, 1024 * 1024);
@@ -419,7 +419,7 @@ async function putChannel(srv: KkServer, c: Call, project: string, app: string, 
 
 // ---- deletes ----
 
-async function deleteObject(srv: KkServer, c: Call, key: string): Promise<void> {
+async function deleteObject(srv: ServerContext, c: Call, key: string): Promise<void> {
   const cls = classifyKey(key);
   switch (cls.kind) {
     case 'ref':
@@ -450,7 +450,7 @@ async function deleteObject(srv: KkServer, c: Call, key: string): Promise<void> 
  * Delete a version (push rights on its app: the agent's retention needs them). A version a
  * channel points to is refused (409): move the channel first. Idempotent; emits `delete`.
  */
-export async function deleteVersion(srv: KkServer, c: Call | undefined, project: string, app: string, version: string, actor?: { token: string }): Promise<boolean> {
+export async function deleteVersion(srv: ServerContext, c: Call | undefined, project: string, app: string, version: string, actor?: { token: string }): Promise<boolean> {
   assertProjectName(project);
   assertAppName(app);
   assertVersionName(version);
@@ -488,7 +488,7 @@ function digestList(body: Record<string, unknown>, max: number): Digest[] {
   return list as Digest[];
 }
 
-async function missingChunks(srv: KkServer, c: Call): Promise<void> {
+async function missingChunks(srv: ServerContext, c: Call): Promise<void> {
   srv.requireUnscoped(c, ['pull', 'push']);
   const digests = digestList(await readJson(c.req, srv.config.maxBodyBytes), MAX_BATCH);
   const missing = await srv.store.missingChunks(digests);
@@ -503,7 +503,7 @@ const MISSING_FRAME = 0xffffffff;
  * Many chunk objects in one streamed response: for each requested digest, in order, a 4-byte
  * big-endian length and the stored object (still encoded), or 0xFFFFFFFF if it is missing.
  */
-async function batchGet(srv: KkServer, c: Call): Promise<void> {
+async function batchGet(srv: ServerContext, c: Call): Promise<void> {
   srv.requireUnscoped(c, ['pull']);
   const digests = digestList(await readJson(c.req, srv.config.maxBodyBytes), BATCH_GET_MAX);
   const fetches = new Map<number, Promise<Buffer | undefined>>();
@@ -527,7 +527,7 @@ async function batchGet(srv: KkServer, c: Call): Promise<void> {
   c.res.end();
 }
 
-async function exists(srv: KkServer, c: Call): Promise<void> {
+async function exists(srv: ServerContext, c: Call): Promise<void> {
   const body = await readJson(c.req, srv.config.maxBodyBytes);
   const keys = body.keys;
   if (!Array.isArray(keys) || keys.some((k) => typeof k !== 'string')) throw badRequest('expected {"keys":["...",...]}');
@@ -542,7 +542,7 @@ async function exists(srv: KkServer, c: Call): Promise<void> {
 }
 
 /** Rights for listing under `prefix`: refs/ and channels/ by scope (filtered), else global admin. */
-function listScope(srv: KkServer, c: Call, prefix: string, recursive: boolean): (name: string) => boolean {
+function listScope(srv: ServerContext, c: Call, prefix: string, recursive: boolean): (name: string) => boolean {
   if (prefix === 'server' || prefix.startsWith('server/')) throw serverKeys();
   const s = prefix.split('/');
   if ((s[0] === 'refs' || s[0] === 'channels') && prefix.endsWith('/')) {
@@ -563,7 +563,7 @@ function listScope(srv: KkServer, c: Call, prefix: string, recursive: boolean): 
   return () => true;
 }
 
-async function children(srv: KkServer, c: Call): Promise<void> {
+async function children(srv: ServerContext, c: Call): Promise<void> {
   const prefix = c.query.get('prefix') ?? '';
   if (prefix !== '' && !prefix.endsWith('/')) throw badRequest('prefix must be empty or end in "/"');
   const visible = listScope(srv, c, prefix, false);
@@ -571,7 +571,7 @@ async function children(srv: KkServer, c: Call): Promise<void> {
   await sendJson(c.req, c.res, 200, { children: names.filter((n) => (prefix === '' ? n !== 'server' : true) && visible(n)) });
 }
 
-async function list(srv: KkServer, c: Call): Promise<void> {
+async function list(srv: ServerContext, c: Call): Promise<void> {
   const prefix = c.query.get('prefix') ?? '';
   listScope(srv, c, prefix, true);
   const it = srv.store.driver.list(prefix)[Symbol.asyncIterator]();
