@@ -236,7 +236,7 @@ async function listEvents(srv: ServerContext, c: Call): Promise<void> {
   const q = c.query;
   const since = q.get('since') ?? '0';
   if (!/^\d+$/.test(since)) throw badRequest('since must be a non-negative integer (an event seq)');
-  const limitRaw = q.get('limit') ?? '100';
+  const limitRaw = q.get('limit') ?? '50';
   if (!/^\d+$/.test(limitRaw) || Number(limitRaw) < 1) throw badRequest('limit must be a positive integer');
   const limit = Math.min(Number(limitRaw), 500);
   const filter: Parameters<ServerContext['control']['events']['since']>[2] = {};

@@ -35,32 +35,35 @@ async function listProjects(srv: ServerContext, c: Call): Promise<void> {
     throw new KkError('FORBIDDEN', `token ${c.principal.tokenId} cannot list projects`);
   }
   const page = pageOf(c.query);
+  const seq = await srv.control.events.current();
   const scope = c.principal.scope;
   const all = (await srv.listing.projects()).filter((p) => scope.kind === 'global' || scope.project === p.name);
-  await sendJson(c.req, c.res, 200, paginate(all, page, (p) => p.created, (p) => p.name));
+  await sendJson(c.req, c.res, 200, { ...paginate(all, page, (p) => p.created, (p) => p.name), seq });
 }
 
 async function listApps(srv: ServerContext, c: Call): Promise<void> {
   const { project } = c.params as { project: string };
   const page = pageOf(c.query);
+  const seq = await srv.control.events.current();
   const scope = c.principal.scope;
   if (!(scope.kind === 'global' || scope.project === project)) srv.requireAny(c, [...READ], project);
   const all = (await srv.listing.apps(project)).filter((a) => READ.some((p) => may(c.principal, p, project, a.name)));
   if (all.length === 0 && !(await srv.listing.projects()).some((p) => p.name === project)) {
     throw new KkError('NOT_FOUND', `project ${project} does not exist`);
   }
-  await sendJson(c.req, c.res, 200, paginate(all, page, (a) => a.created, (a) => a.name));
+  await sendJson(c.req, c.res, 200, { ...paginate(all, page, (a) => a.created, (a) => a.name), seq });
 }
 
 async function listVersions(srv: ServerContext, c: Call): Promise<void> {
   const { project, app } = c.params as { project: string; app: string };
   srv.requireAny(c, [...READ], project, app);
   const page = pageOf(c.query);
+  const seq = await srv.control.events.current();
   const all = await srv.listing.versions(project, app);
   if (all.length === 0 && !(await srv.listing.apps(project)).some((a) => a.name === app)) {
     throw new KkError('NOT_FOUND', `app ${project}/${app} does not exist`);
   }
-  await sendJson(c.req, c.res, 200, paginate(all, page, (v) => v.created, (v) => v.version));
+  await sendJson(c.req, c.res, 200, { ...paginate(all, page, (v) => v.created, (v) => v.version), seq });
 }
 
 async function getVersion(srv: ServerContext, c: Call): Promise<void> {
