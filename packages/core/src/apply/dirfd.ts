@@ -106,8 +106,12 @@ export class TargetDirs {
     return p === undefined ? undefined : lstatOrUndefined(p);
   }
 
-  /** Make an open directory owner-writable (a read-only 0555 dir of the old version). */
+  private readonly checked = new Set<string>();
+
+  /** Make an open directory owner-writable (a read-only 0555 dir of the old version); checked once per commit. */
   writable(rel: string): void {
+    if (this.checked.has(rel)) return;
+    this.checked.add(rel);
     const st = this.statDir(rel);
     if (st && (st.mode & 0o700) !== 0o700) {
       if (!this.madeWritable.has(rel)) this.madeWritable.set(rel, st.mode & 0o7777);
@@ -207,6 +211,7 @@ export class TargetDirs {
 
   /** Drop cached handles of `rel` and everything below it. */
   forget(rel: string): void {
+    for (const k of this.checked) if (k === rel || k.startsWith(`${rel}/`)) this.checked.delete(k);
     for (const [k, fd] of this.fds) {
       if (k !== '' && (k === rel || k.startsWith(`${rel}/`))) {
         closeSync(fd);
@@ -223,7 +228,8 @@ export class TargetDirs {
 
 function lstatOrUndefined(p: string): Stats | undefined {
   try {
-    return lstatSync(p);
+    // No exception for the common "not there": thousands of those are measurable.
+    return lstatSync(p, { throwIfNoEntry: false });
   } catch (err) {
     if (['ENOENT', 'ENOTDIR', 'ELOOP'].includes(code(err))) return undefined;
     throw err;

@@ -49,8 +49,8 @@ export function mtimeArg(ms: number): number {
 }
 
 export interface CommitHooks {
-  /** Called with a no-follow path before a target file is removed or replaced: a chance to keep its bytes. */
-  beforeReplace?: (path: string, at: string) => void;
+  /** Called before a target file is removed or replaced, with a way to get a no-follow path to it: a chance to keep its bytes. */
+  beforeReplace?: (path: string, at: () => string | undefined) => void;
 }
 
 const parentOf = (p: string) => {
@@ -83,10 +83,7 @@ export function runJournal(root: string, j: Journal, hooks: CommitHooks = {}): s
 function commit(dirs: TargetDirs, j: Journal, hooks: CommitHooks): string[] {
   const wantDirs = new Set(j.mkdir.map((d) => d.path));
   const wantFiles = new Set(j.rename.map((r) => r[1]));
-  const keep = (rel: string) => {
-    const at = dirs.at(rel);
-    if (at !== undefined) hooks.beforeReplace?.(rel, at);
-  };
+  const keep = (rel: string) => hooks.beforeReplace?.(rel, () => dirs.at(rel));
   const touched = new Set<string>();
 
   // 1. Directories of the version (a file of the old version in the way is removed first).
@@ -96,26 +93,38 @@ function commit(dirs: TargetDirs, j: Journal, hooks: CommitHooks): string[] {
     dirs.dir(d.path, true);
   }
 
-  // 2. Files into place. A staged file that is gone was renamed by the run that died.
+  // 2. Files into place. A staged file that is gone was renamed by the run that died. The common
+  // case costs one rename: what is in the way is looked at only when the rename says so.
   const staging = new TargetDirs(j.stagingDir);
   try {
     for (const [staged, p] of j.rename) {
-      const from = staging.at(staged);
-      const src = from !== undefined ? staging.lstat(staged) : undefined;
-      if (!src?.isFile()) {
-        if (dirs.lstat(p)?.isFile()) continue;
-        throw new KkError('TARGET_CONFLICT', `cannot finish the interrupted commit in ${dirs.root}: the staged copy of ${p} is gone`, {
-          hint: 'run `kk pull --repair`: it drops the journal and plans again from the directory as it is',
-          details: { path: p, staged: join(j.stagingDir, staged) },
-        });
-      }
       const parent = parentOf(p);
       dirs.dir(parent, true);
       dirs.writable(parent);
-      const st = dirs.lstat(p);
-      if (st?.isDirectory()) dirs.remove(p, keep);
-      else if (st?.isFile()) keep(p);
-      renameSync(from!, dirs.at(p)!);
+      keep(p);
+      const from = staging.at(staged)!;
+      for (let attempt = 0; ; attempt++) {
+        try {
+          renameSync(from, dirs.at(p)!);
+          break;
+        } catch (err) {
+          const code = (err as NodeJS.ErrnoException).code;
+          const st = dirs.lstat(p);
+          if (code === 'ENOENT' && !staging.lstat(staged)) {
+            if (st?.isFile()) break;
+            throw new KkError('TARGET_CONFLICT', `cannot finish the interrupted commit in ${dirs.root}: the staged copy of ${p} is gone`, {
+              hint: 'run `kk pull --repair`: it drops the journal and plans again from the directory as it is',
+              details: { path: p, staged: join(j.stagingDir, staged) },
+            });
+          }
+          // A directory of the old version where the file goes (or a parent swapped away): clear it, once.
+          if (attempt > 0 || !['EISDIR', 'ENOTEMPTY', 'EEXIST', 'ENOTDIR', 'ENOENT'].includes(code ?? '')) throw err;
+          if (st?.isDirectory()) dirs.remove(p, keep);
+          dirs.forget(parent);
+          dirs.dir(parent, true);
+          dirs.writable(parent);
+        }
+      }
       touched.add(join(dirs.root, parent));
     }
   } finally {

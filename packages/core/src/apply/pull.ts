@@ -417,7 +417,8 @@ export async function pull(opts: PullOptions): Promise<PullResult> {
       beforeReplace: sameDevice
         ? (p, at) => {
             const sha = plan.known.get(p);
-            if (sha) keepFile(at, join(state.cacheDir, digestHex(sha)));
+            const src = sha ? at() : undefined;
+            if (sha && src) keepFile(src, join(state.cacheDir, digestHex(sha!)));
           }
         : undefined,
     });
