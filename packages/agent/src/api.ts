@@ -49,6 +49,8 @@ export interface HeartbeatAnswer {
 export interface Identity {
   node: string;
   token: string;
+  /** A pull token for the server's store routes (they take kk tokens, not node tokens). */
+  store_token?: string;
 }
 
 /**
@@ -65,6 +67,40 @@ export interface AgentApi {
   report(id: Identity, taskId: string, attemptId: string, r: Report): Promise<void>;
 }
 
+/**
+ * One JSON request to the kk server. Errors become KkError with the server's code (or one derived
+ * from the status), message and hint; an unreachable server is BACKEND.
+ */
+export async function request(server: string, method: string, path: string, body: unknown, token: string | undefined, opts: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<{ status: number; json: any }> {
+  const url = new URL(path, server.endsWith('/') ? server : `${server}/`);
+  const signals = [AbortSignal.timeout(opts.timeoutMs ?? 30_000)];
+  if (opts.signal) signals.push(opts.signal);
+  let res: Response;
+  try {
+    res = await fetch(url, {
+      method,
+      headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal: AbortSignal.any(signals),
+    });
+  } catch (err) {
+    throw new KkError('BACKEND', `cannot reach the kk server at ${url.origin}: ${(err as Error).message}`, { cause: err, hint: 'check the server URL, that the server runs, and the network between them' });
+  }
+  const text = await res.text();
+  let json: any = undefined;
+  try {
+    json = text ? JSON.parse(text) : undefined;
+  } catch {
+    json = undefined;
+  }
+  if (res.status >= 400) {
+    const e = json?.error ?? {};
+    const code = typeof e.code === 'string' && e.code !== 'BAD_REQUEST' ? e.code : res.status === 401 ? 'AUTH' : res.status === 403 ? 'FORBIDDEN' : res.status === 409 ? 'LOCKED' : res.status === 404 ? 'NOT_FOUND' : res.status === 400 ? 'CONFIG_INVALID' : 'BACKEND';
+    throw new KkError(code as never, e.message ?? `${method} ${url.pathname}: HTTP ${res.status}`, { ...(e.hint ? { hint: e.hint } : {}), details: { status: res.status, ...(e.details ?? {}) } });
+  }
+  return { status: res.status, json };
+}
+
 /** The server's HTTP API (routes of packages/server/src/routes/sync.ts). */
 export class HttpAgentApi implements AgentApi {
   constructor(
@@ -72,39 +108,13 @@ export class HttpAgentApi implements AgentApi {
     private readonly timeoutMs = 30_000,
   ) {}
 
-  private async call(method: string, path: string, body: unknown, token: string | undefined, opts: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<{ status: number; json: any }> {
-    const url = new URL(path, this.server.endsWith('/') ? this.server : `${this.server}/`);
-    const signals = [AbortSignal.timeout(opts.timeoutMs ?? this.timeoutMs)];
-    if (opts.signal) signals.push(opts.signal);
-    let res: Response;
-    try {
-      res = await fetch(url, {
-        method,
-        headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
-        body: body === undefined ? undefined : JSON.stringify(body),
-        signal: AbortSignal.any(signals),
-      });
-    } catch (err) {
-      throw new KkError('BACKEND', `cannot reach the kk server at ${url.origin}: ${(err as Error).message}`, { cause: err, hint: 'check the server URL, that the server runs, and the network between them' });
-    }
-    const text = await res.text();
-    let json: any = undefined;
-    try {
-      json = text ? JSON.parse(text) : undefined;
-    } catch {
-      json = undefined;
-    }
-    if (res.status >= 400) {
-      const e = json?.error ?? {};
-      const code = typeof e.code === 'string' ? e.code : res.status === 401 ? 'AUTH' : res.status === 403 ? 'FORBIDDEN' : res.status === 409 ? 'LOCKED' : res.status === 404 ? 'NOT_FOUND' : 'BACKEND';
-      throw new KkError(code as never, e.message ?? `${method} ${url.pathname}: HTTP ${res.status}`, { ...(e.hint ? { hint: e.hint } : {}), details: { status: res.status, ...(e.details ?? {}) } });
-    }
-    return { status: res.status, json };
+  private call(method: string, path: string, body: unknown, token: string | undefined, opts: { signal?: AbortSignal; timeoutMs?: number } = {}) {
+    return request(this.server, method, path, body, token, { timeoutMs: this.timeoutMs, ...opts });
   }
 
   async enrol(req: { registration_token: string; name: string; tags: Tags; info: Record<string, unknown> }): Promise<Identity> {
     const { json } = await this.call('POST', 'api/sync/agent/enrol', req, undefined);
-    return { node: json.node.id, token: json.token };
+    return { node: json.node.id, token: json.token, ...(json.store_token ? { store_token: json.store_token } : {}) };
   }
 
   async heartbeat(id: Identity, hb: { info?: Record<string, unknown>; degraded?: string; task?: { id: string; attempt_id: string } }): Promise<HeartbeatAnswer> {

@@ -139,12 +139,14 @@ it('a report the server refuses (stale attempt) is dropped, not resent; a cancel
   await until(async () => (await a.outbox.entries()).length === 0, 10_000, 'an empty outbox');
   expect(api.reports.filter((r) => r.task === 'tk-1')).toEqual([]);
   // The server says attempt 2 is no longer current (canceled): its final report is not sent.
-  api.notCurrent.add('at-2');
   api.queue.push(task(2));
   await until(() => ex.isWaiting('tk-2'));
-  await until(() => api.heartbeats.some((h) => h.task?.attempt_id === 'at-2'), 10_000, 'a heartbeat naming at-2');
-  await until(async () => (await a.outbox.entries()).length === 0, 10_000, 'the early reports sent');
+  await until(() => api.reports.some((r) => r.task === 'tk-2' && r.report.logs?.length), 10_000, 'the early reports of tk-2');
   const before = api.reports.filter((r) => r.task === 'tk-2').length;
+  api.notCurrent.add('at-2');
+  const seen = api.heartbeats.length;
+  // The loop is sequential: a second heartbeat after this point means the first one's answer was handled.
+  await until(() => api.heartbeats.slice(seen).filter((h) => h.task?.attempt_id === 'at-2').length >= 2, 10_000, 'two heartbeats naming at-2');
   ex.release('tk-2');
   await until(() => !a.running, 10_000, 'the task to end');
   expect(api.reports.filter((r) => r.task === 'tk-2').length).toBe(before);

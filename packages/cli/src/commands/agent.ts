@@ -44,7 +44,7 @@ export default class AgentCommand extends KkCommand<typeof AgentCommand> {
     const id = await bootstrap.ensureIdentity();
     const executor = new PullExecutor({
       storeUrl: f.store ?? f.server,
-      token: f['store-token'] ?? (f.store ? undefined : id.token),
+      token: f['store-token'] ?? (f.store ? undefined : (id.store_token ?? id.token)),
       hasher: this.hasher,
       stateDir: join(stateDir, 'targets'),
       agent: await agentId(),
