@@ -45,12 +45,24 @@ export class RetentionScheduler implements RetentionApi {
   }
 
   /**
-   * What the cron calls: run the scheduled minute `at` unless another instance claimed it.
+   * The scheduled moment a cron firing at `at` stands for: the latest time of the schedule at or
+   * before `at` (+1 s, for a timer that fires a hair early), looked for within the last 30 s, so
+   * every instance names the same slot even when its timer fired late; otherwise `at` itself.
+   */
+  slotOf(at: Date): string {
+    const cron = RetentionScheduler.pattern(this.srv.config.retentionSchedule, this.srv.config.retentionTimezone);
+    const runs = cron.nextRuns(64, new Date(at.getTime() - 30_000)).filter((d) => d.getTime() <= at.getTime() + 1_000);
+    cron.stop();
+    const slot = runs.at(-1) ?? at;
+    return new Date(Math.floor(slot.getTime() / 1000) * 1000).toISOString().slice(0, 19);
+  }
+
+  /**
+   * What the cron calls: run the scheduled slot of `at` unless another instance claimed it.
    * Resolves whether this instance ran it.
    */
   async scheduled(at = new Date()): Promise<boolean> {
-    // The scheduled moment, to the second (what every instance's cron fires for, give or take ms).
-    const slot = new Date(Math.round(at.getTime() / 1000) * 1000).toISOString().slice(0, 19);
+    const slot = this.slotOf(at);
     const { leases, owner } = this.srv.control;
     try {
       const r = await leases.runOnce(JOB, slot, owner, LEASE_MS, () => this.run({ trigger: 'schedule' }));
