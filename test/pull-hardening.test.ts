@@ -539,3 +539,51 @@ describe('item 26: a dangling symlink with symlinks: follow', () => {
     expect(err.message).toContain(join(src, 'dangling'));
   });
 });
+
+describe('item 4 (pull side): a completed pull is reported once to the store', () => {
+  it('reports pulls and up-to-date pulls with the agent id; dry runs and diffs report nothing', async () => {
+    const events: unknown[] = [];
+    const { Store: S, createMemoryDriver } = await import('@kk/core');
+    const driver = Object.assign(createMemoryDriver(), { recordPull: async (e: unknown) => void events.push(e) });
+    const store = await S.open(driver, { create: true });
+    const src = fresh('src');
+    await tree(src, { 'a.txt': 'a' });
+    await push({ store, hasher: sb.hasher, stateDir: sb.stateDir, project: 'p4', app: 'app', version: '1', dir: src });
+    const target = fresh('deploy');
+    const opts = { store, hasher: sb.hasher, stateDir: sb.stateDir, project: 'p4', app: 'app', version: '1', target, agent: 'host/abc' };
+    await pull({ ...opts, dryRun: true });
+    expect(events).toEqual([]);
+    await pull(opts);
+    await pull(opts);
+    expect(events).toEqual([
+      expect.objectContaining({ project: 'p4', app: 'app', version: '1', agent: 'host/abc', upToDate: false }),
+      expect.objectContaining({ version: '1', agent: 'host/abc', upToDate: true }),
+    ]);
+  });
+});
+
+describe('item 21: staging in the target when the state dir is on another file system', () => {
+  it('stages through a handle in .kk-staging and leaves nothing there afterwards (real tmpfs)', async (ctx) => {
+    if (process.getuid?.() !== 0) return ctx.skip('mounting a tmpfs needs root');
+    const mnt = fresh('tmpfs');
+    await mkdir(mnt);
+    try {
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64m', 'tmpfs', mnt]);
+    } catch {
+      if (process.env.CI === 'true') throw new Error('cannot mount tmpfs in CI');
+      return ctx.skip('mount -t tmpfs is not permitted here');
+    }
+    try {
+      const { s1, s2 } = await publishChanging('xdev');
+      const target = fresh('deploy');
+      const opts = { ...base(), stateDir: join(mnt, 'state'), project: 'flip', app: 'xdev', target };
+      await pull({ ...opts, version: '1' });
+      expect(await snapshot(target)).toEqual(s1);
+      await pull({ ...opts, version: '2' });
+      expect(await snapshot(target)).toEqual(s2);
+      expect(existsSync(join(target, '.kk-staging'))).toBe(false);
+    } finally {
+      execFileSync('umount', [mnt]);
+    }
+  });
+});
