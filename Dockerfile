@@ -9,6 +9,7 @@ COPY package.json package-lock.json tsconfig.json tsconfig.base.json ./
 COPY packages/core/package.json packages/core/
 COPY packages/drivers/package.json packages/drivers/
 COPY packages/testkit/package.json packages/testkit/
+COPY packages/control/package.json packages/control/
 COPY packages/cli/package.json packages/cli/
 COPY packages/server/package.json packages/server/
 RUN npm ci --no-audit --no-fund
