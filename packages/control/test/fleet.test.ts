@@ -198,6 +198,26 @@ describeDialects('fleet', (ctx) => {
     expect((await eventsOf(c, 'sync.')).map((e) => e.type)).toEqual(['sync.target_recovered']);
   });
 
+  it('a restarted server gives agents a lease\'s worth of time to report before anything expires', async () => {
+    const url = await ctx.freshUrl();
+    const { c, f, clock } = await fleetWithClock(ctx, url);
+    const { node } = await enrolled(c, 'n1');
+    const t = await f.addTarget({ project: 'p', app: 'web', node: 'n1', path: '/srv/web', by: 'admin' });
+    await f.enqueue(t.id, { version: 'v1', source: 'manual', by: 'admin' });
+    const a = (await f.claim(node.id))!;
+    await c.close();
+    // The server was down for 5 minutes: the lease and the heartbeat are long stale.
+    const later = { t: clock.t + 300_000 };
+    const c2 = await ctx.open(url, { fleet: { now: () => later.t } });
+    expect(await c2.fleet.sweep()).toMatchObject({ expired: 0, offline: 0 });
+    // The agent finished meanwhile; its report is accepted.
+    later.t += 5_000;
+    expect((await c2.fleet.report(node.id, a.task.id, a.attempt_id, { outcome: { ok: true, result: {} } })).state).toBe('SUCCESS');
+    // Past the grace, a silent agent is OFFLINE as usual.
+    later.t += 30_000;
+    expect((await c2.fleet.sweep()).offline).toBe(1);
+  });
+
   it('retryable failures back off 5 s doubling to the cap, then FAIL; non-retryable fail at once; SYNC_DEGRADED and recovery', async () => {
     const { c, f, clock } = await fleetWithClock(ctx);
     const { node } = await enrolled(c, 'n1');

@@ -26,7 +26,7 @@ export interface FleetOptions {
   leaseMs?: number;
   /** Log lines kept per task; later ones are counted, not stored. Default 2000. */
   logMax?: number;
-  /** No lease expires before this time (ms): agents get a lease's worth of time to reconnect after a server restart. */
+  /** No lease expires and no agent goes OFFLINE before this time (ms). Default: start + leaseMs, so agents can reconnect after a server restart. */
   graceUntilMs?: number;
   /** The clock (tests move it). */
   now?: () => number;
@@ -327,7 +327,8 @@ export class Fleet {
     this.logMax = opts.logMax ?? 2000;
     this.now = opts.now ?? Date.now;
     this.random = opts.random ?? Math.random;
-    this.graceUntilMs = opts.graceUntilMs ?? 0;
+    // After a (re)start, agents get a lease's worth of time to reconnect before anything expires.
+    this.graceUntilMs = opts.graceUntilMs ?? this.now() + this.leaseMs;
     this.db = cdb.db as unknown as Kysely<FleetDatabase>;
   }
 
