@@ -150,7 +150,8 @@ describe.skipIf(!!unavailable)(`kk with an ssh:// store on sshd${unavailable ? `
     const retry = await kkJson(['push', ...app('1', src), '--store', url]);
     expect(retry.code, retry.stderr).toBe(0);
     expect(retry.json.status).toBe('created');
-    expect(retry.json.chunksUploaded).toBe(retry.json.chunks - before.count);
+    // The host may still link what it had received when the client died, so at most these are new.
+    expect(retry.json.chunksUploaded).toBeLessThanOrEqual(retry.json.chunks - before.count);
     const after = await chunksIntact(root);
     expect(after).toEqual({ count: retry.json.chunks, bad: [] });
     const target = sb.path('deploy', 'killed');

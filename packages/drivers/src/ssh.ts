@@ -256,7 +256,7 @@ export function createSshDriver(opts: SshDriverOptions) {
       });
       await opening;
       readStream();
-      if (!channels.length) return channel();
+      if (!channels.length) throw new KkError('BACKEND', `ssh store ${where}: the session ended as soon as it opened`, { hint: 'try `ssh` to the host by hand' });
     }
     let best = channels[0]!;
     for (const c of channels) if (c.pending < best.pending) best = c;
@@ -597,7 +597,7 @@ function opError(where: string, op: string, key: string, message: string): KkErr
   // GNU tar reports a write cut short by a full disk as "Wrote only N of M bytes".
   if (/No space left on device|Disk quota exceeded|File too large|Wrote only \d+ of \d+ bytes/i.test(msg)) {
     code = 'DISK_FULL';
-    hint = `free space on the host's file system holding ${where.slice(where.lastIndexOf(':') + 1)}, then retry`;
+    hint = 'free space on the file system of the store directory on the host, then retry';
   } else if (/Permission denied|Read-only file system|Operation not permitted/i.test(msg)) {
     code = 'FORBIDDEN';
     hint = 'the ssh user needs write access to the store directory on the host';
