@@ -158,6 +158,34 @@ describe('item 3: out of space during a pull', () => {
   });
 });
 
+describe('item 3 (push side): a store that fills up', () => {
+  it('fails DISK_FULL and creates no version (file store on a real 2 MiB tmpfs)', async (ctx) => {
+    if (process.getuid?.() !== 0) return ctx.skip('mounting a small tmpfs needs root');
+    const mnt = fresh('tmpfs');
+    await mkdir(mnt);
+    try {
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', mnt]);
+    } catch {
+      if (process.env.CI === 'true') throw new Error('cannot mount tmpfs in CI');
+      return ctx.skip('mount -t tmpfs is not permitted here');
+    }
+    try {
+      const { Store: S } = await import('@kk/core');
+      const { createFileDriver } = await import('@kk/drivers');
+      const store = await S.open(createFileDriver({ root: join(mnt, 'store') }), { create: true });
+      const src = fresh('src');
+      await mkdir(src);
+      writeRandomFile(join(src, 'big.bin'), 3 * 1024 * 1024, 'store-full');
+      const err = await failure(push({ store, hasher: sb.hasher, stateDir: sb.stateDir, project: 'full', app: 'store', version: '1', dir: src }));
+      expect(err.code).toBe('DISK_FULL');
+      expect(err.message).toMatch(/ran out of space: this version needs about \d+ MiB more/);
+      expect(await store.getRef('full', 'store', '1')).toBeUndefined();
+    } finally {
+      execFileSync('umount', [mnt]);
+    }
+  });
+});
+
 describe('item 5: the push\'s ignore rules travel with the version', () => {
   it('protects paths the version\'s rules match even when the host has no rules, and diff says which rule', async () => {
     await publish('ign', 'app', '1', { 'index.html': 'v1', 'logs/build.log': 'not published' }, { ignore: ['logs/', '*.pid'] });

@@ -229,6 +229,18 @@ export async function push(opts: PushOptions): Promise<PushResult> {
     await store.flush();
     status = await store.putRef(opts.project, opts.app, opts.version, digest, opts.by);
     await store.flush();
+  } catch (err) {
+    // A store out of space: nothing names the chunks written so far (no ref), GC sweeps them.
+    const cause = (err as { cause?: NodeJS.ErrnoException })?.cause;
+    if (cause?.code === 'ENOSPC' || cause?.code === 'EDQUOT' || /\bENOSPC\b/.test((err as Error)?.message ?? '')) {
+      const remaining = missingBytes(source) - bytesUploadedStored;
+      throw new KkError('DISK_FULL', `the ${store.driver.name} store ran out of space: this version needs about ${Math.ceil(Math.max(0, remaining) / 1024 / 1024)} MiB more there`, {
+        cause: err,
+        hint: 'free space in the store (kk gc removes unreferenced chunks), then push again; the version was not created',
+        details: { bytesUploaded: bytesUploadedStored },
+      });
+    }
+    throw err;
   } finally {
     await lease.release().catch(() => {});
   }
@@ -266,6 +278,12 @@ export async function push(opts: PushOptions): Promise<PushResult> {
   };
   if (retention) result.retention = retention;
   return result;
+}
+
+function missingBytes(source: Map<Digest, { size: number }>): number {
+  let n = 0;
+  for (const v of source.values()) n += v.size;
+  return n;
 }
 
 /** Upload the chunks of `source` that the store lacks, under a push lease (issue 10 item 23). */
