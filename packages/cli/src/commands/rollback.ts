@@ -1,5 +1,5 @@
 import { Flags } from '@oclif/core';
-import { type PullResult, rollback } from '@kk/core';
+import { type PullResult, agentId, rollback } from '@kk/core';
 import { KkCommand, type Outcome } from '../base.js';
 import { concurrencyFlag, dryRunFlag, pathFlag, stateDirFlag, storeFlags } from '../flags.js';
 import { renderApply } from '../render.js';
@@ -42,6 +42,7 @@ export default class Rollback extends KkCommand<typeof Rollback> {
       concurrency: this.concurrency(config),
       onProgress: this.onProgress,
       command: 'rollback',
+      agent: await agentId(this.stateDir()),
     });
     return { result, render: (r) => renderApply(r, 'rolled back', !!f.verbose) };
   }
