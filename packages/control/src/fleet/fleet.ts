@@ -305,11 +305,11 @@ function projectFromRow(r: Selectable<FleetProjectsTable>): ProjectSettings {
 const notFound = (what: string, id: string) => new KkError('NOT_FOUND', `${what} ${JSON.stringify(id)} does not exist`);
 
 export class Fleet {
-  readonly heartbeatIntervalMs: number;
-  readonly offlineAfterMs: number;
-  readonly leaseMs: number;
-  readonly logMax: number;
-  private readonly graceUntilMs: number;
+  heartbeatIntervalMs: number;
+  offlineAfterMs: number;
+  leaseMs: number;
+  logMax: number;
+  private graceUntilMs: number;
   private readonly now: () => number;
   private readonly random: () => number;
   private readonly db: Kysely<FleetDatabase>;
@@ -330,6 +330,19 @@ export class Fleet {
     // After a (re)start, agents get a lease's worth of time to reconnect before anything expires.
     this.graceUntilMs = opts.graceUntilMs ?? this.now() + this.leaseMs;
     this.db = cdb.db as unknown as Kysely<FleetDatabase>;
+  }
+
+  /** Change the timings after construction (the server reads them from its config); restarts the grace. */
+  configure(opts: Pick<FleetOptions, 'heartbeatIntervalMs' | 'offlineAfterMs' | 'leaseMs' | 'logMax'>): void {
+    const pos = (v: number | undefined, what: string) => {
+      if (v !== undefined && !(Number.isInteger(v) && v > 0)) throw new KkError('CONFIG_INVALID', `${what} must be a positive number of milliseconds`);
+      return v;
+    };
+    this.heartbeatIntervalMs = pos(opts.heartbeatIntervalMs, 'heartbeat interval') ?? this.heartbeatIntervalMs;
+    this.offlineAfterMs = pos(opts.offlineAfterMs, 'offline threshold') ?? this.offlineAfterMs;
+    this.leaseMs = pos(opts.leaseMs, 'lease') ?? this.leaseMs;
+    this.logMax = pos(opts.logMax, 'log lines per task') ?? this.logMax;
+    this.graceUntilMs = this.now() + this.leaseMs;
   }
 
   private tx<T>(fn: (tx: FleetExecutor) => Promise<T>): Promise<T> {

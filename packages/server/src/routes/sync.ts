@@ -27,6 +27,9 @@ export interface SyncService {
 
 export function registerSyncRoutes(srv: ServerContext, opts: { sweepEveryMs?: number } = {}): SyncService {
   const fleet = srv.control.fleet;
+  // Timings (ms) from the environment: heartbeat interval sent to agents, lease, offline threshold.
+  const env = (name: string) => (process.env[name] ? Number(process.env[name]) : undefined);
+  fleet.configure({ heartbeatIntervalMs: env('KK_FLEET_HEARTBEAT_MS'), leaseMs: env('KK_FLEET_LEASE_MS'), offlineAfterMs: env('KK_FLEET_OFFLINE_MS') } as never);
   const r = srv.router;
   const waiters = new Set<() => void>();
   const wakeAll = () => {
@@ -83,7 +86,7 @@ export function registerSyncRoutes(srv: ServerContext, opts: { sweepEveryMs?: nu
     })();
     await round;
   };
-  const timer = setInterval(() => void tick(), opts.sweepEveryMs ?? 2_000);
+  const timer = setInterval(() => void tick(), opts.sweepEveryMs ?? env('KK_FLEET_SWEEP_MS') ?? 2_000);
   timer.unref();
   return {
     tick,
