@@ -183,7 +183,7 @@ export class DockerKind implements DeployKind {
         await ctx.save({ previous: { id: old.Id, image: old.Config.Image, running: old.State.Running, config: old.Config, host_config: old.HostConfig } });
         const older = await d.inspect(prevName);
         if (older) await d.ok('DELETE', `/containers/${older.Id}?force=true`);
-        if (old.State.Running) await d.ok('POST', `/containers/${old.Id}/stop?t=10`, undefined, [304]);
+        if (old.State.Running) await d.ok('POST', `/containers/${old.Id}/stop?t=${this.spec.stop_timeout ?? 10}`, undefined, [304]);
         await d.ok('POST', `/containers/${old.Id}/rename?name=${encodeURIComponent(prevName)}`);
       } else {
         await ctx.save({ previous: null });

@@ -176,6 +176,8 @@ export interface DockerSpec extends Common {
   volumes?: string[];
   restart?: 'no' | 'always' | 'unless-stopped' | 'on-failure';
   cmd?: string[];
+  /** Seconds the old container gets to stop before it is killed. Default 10. */
+  stop_timeout?: number;
   /** Network mode (`host` to share the node's network). */
   network?: string;
   /** Allow pulling from a plain-HTTP registry (tests). */
