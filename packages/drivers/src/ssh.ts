@@ -62,8 +62,12 @@ const WRITE_BATCH_OBJECTS = 2000;
 const READ_BATCH_OBJECTS = 1000;
 const HAS_BATCH_KEYS = 4000;
 const DELETE_BATCH_KEYS = 1000;
-// The read stream's tar writes records of this many 512-byte blocks; its sentinel is one record.
-const STREAM_BLOCKING = 8;
+// The read streams' tar writes records of this many 512-byte blocks; a batch's sentinel is one
+// record. Small records keep a few reads cheap on the wire; once a pull has moved real volume,
+// a stream with large records (fewer write calls on the host) takes over.
+const STREAM_BLOCKING_SMALL = 2;
+const STREAM_BLOCKING_LARGE = 16;
+const LARGE_STREAM_AFTER = 32 * 1024 * 1024;
 const STREAM_BATCHES_OUT = 4;
 /** Content-addressed objects queued (not yet confirmed by the host) at most, in bytes. */
 const WRITE_BEHIND_BYTES = 64 * 1024 * 1024;
@@ -215,20 +219,32 @@ export function createSshDriver(opts: SshDriverOptions) {
     return ch;
   }
 
-  // One session turned into a read stream (GNU tar on the host): batches of reads cost no process.
-  let stream: Promise<Channel | undefined> | undefined;
-  let streamReady: Channel | undefined;
-  /** The read stream if it is up; otherwise starts it (once) and answers undefined for now. */
-  function readStream(): Channel | undefined {
-    if (streamReady && !streamReady.gone) return streamReady;
-    if (!stream || streamReady?.gone) {
-      streamReady = undefined;
-      stream = startStream();
-      stream.then((s) => (streamReady = s)).catch(() => {});
+  // Sessions turned into read streams (GNU tar on the host): batches of reads cost no process.
+  interface StreamSlot {
+    blocking: number;
+    starting?: Promise<Channel | undefined>;
+    ready?: Channel | undefined;
+  }
+  const streams: StreamSlot[] = [{ blocking: STREAM_BLOCKING_SMALL }, { blocking: STREAM_BLOCKING_LARGE }];
+  let streamedBytes = 0;
+  /** The stream of `slot` if it is up; otherwise starts it (once) and answers undefined for now. */
+  function streamOf(slot: StreamSlot): Channel | undefined {
+    if (slot.ready && !slot.ready.gone) return slot.ready;
+    if (!slot.starting || slot.ready?.gone) {
+      slot.ready = undefined;
+      slot.starting = startStream(slot.blocking);
+      slot.starting.then((c) => (slot.ready = c)).catch(() => {});
     }
     return undefined;
   }
-  function startStream(): Promise<Channel | undefined> {
+  function readStream(): Channel | undefined {
+    if (streamedBytes > LARGE_STREAM_AFTER) {
+      const large = streamOf(streams[1]!);
+      if (large) return large;
+    }
+    return streamOf(streams[0]!);
+  }
+  function startStream(blocking: number): Promise<Channel | undefined> {
     return (async () => {
       await channel();
       if (hostInfo?.tar !== 'gnu' || closed) return undefined;
@@ -236,7 +252,7 @@ export function createSshDriver(opts: SshDriverOptions) {
       try {
         await ch.start();
         await ch.init(root, false, hostInfo);
-        await ch.openReadStream(STREAM_BLOCKING);
+        await ch.openReadStream(blocking);
         if (closed) await ch.quit();
         return closed ? undefined : ch;
       } catch {
@@ -390,6 +406,7 @@ export function createSshDriver(opts: SshDriverOptions) {
       const s = readStream();
       if (s) {
         const byPath = await s.streamFetch(keys.map(remotePath));
+        for (const data of byPath.values()) streamedBytes += data.length;
         const missing = keys.filter((k) => !byPath.has(remotePath(k)));
         // tar skips what it cannot read: tell a missing object from an unreadable one.
         // Those present now (unreadable, or created meanwhile) are read once more the slow way.
@@ -556,8 +573,8 @@ export function createSshDriver(opts: SshDriverOptions) {
       closed = true;
       await opening?.catch(() => {});
       while (spawning) await new Promise((r) => setTimeout(r, 10));
-      const s = await stream?.catch(() => undefined);
-      await Promise.all([...channels.slice(), ...(s ? [s] : [])].map((c) => c.quit()));
+      const open = await Promise.all(streams.map((slot) => slot.starting?.catch(() => undefined)));
+      await Promise.all([...channels.slice(), ...open.filter((c) => c !== undefined)].map((c) => c.quit()));
       if (controlDir) {
         // The master outlives its last session for ControlPersist; end it now.
         await new Promise<void>((resolve) => {
@@ -604,6 +621,14 @@ function opError(where: string, op: string, key: string, message: string): KkErr
   }
   return new KkError(code, `ssh store ${where}: ${op} "${key}" failed: ${msg}`, { hint, details: { key } });
 }
+
+// What every session is sent first: the script without its comments and indentation.
+const SCRIPT_BYTES = Buffer.from(
+  AGENT_SCRIPT.split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith('#'))
+    .join('\n') + '\n',
+);
 
 /** One `sh -s` session on the host, answering requests in order. */
 class Channel {
@@ -658,7 +683,7 @@ class Channel {
       gone(this.failure(null, null));
     });
     child.on('close', (code, signal) => gone(this.failure(code, signal)));
-    this.send([Buffer.from(AGENT_SCRIPT)]);
+    this.send([SCRIPT_BYTES]);
     const hello = await this.reply(() => this.line());
     if (hello !== 'kk-ssh 1') throw this.protocolError(`unexpected greeting ${JSON.stringify(hello.slice(0, 80))}`);
   }
