@@ -7,6 +7,7 @@ import { AuditLog, type AuditEntry } from './audit.js';
 import { ControlDb, type OpenOptions } from './db.js';
 import { type EventInput, Events } from './events.js';
 import { Fleet, type FleetOptions } from './fleet/fleet.js';
+import { Deploys } from './deploys/deploys.js';
 import { Leases } from './leases.js';
 import { type MigrateResult, migrate } from './migrations.js';
 import { Settings } from './settings.js';
@@ -51,6 +52,7 @@ export class Control {
   readonly leases: Leases;
   readonly settings: Settings;
   readonly fleet: Fleet;
+  readonly deploys: Deploys;
   readonly owner: string;
 
   private constructor(
@@ -66,6 +68,7 @@ export class Control {
     this.leases = new Leases(cdb);
     this.settings = new Settings(cdb);
     this.fleet = new Fleet(cdb, this.events, opts.fleet);
+    this.deploys = new Deploys(cdb, this.events, this.webhooks, opts.webhookSecret ? { callbackSecret: opts.webhookSecret } : {});
     this.owner = opts.owner ?? `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
   }
 

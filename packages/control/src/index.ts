@@ -13,3 +13,4 @@ export { Leases, type JobRun, type Lease } from './leases.js';
 export { Settings } from './settings.js';
 export { IMPORT_MARKER, importStoreState, type ImportResult } from './import.js';
 export * from './fleet/index.js';
+export * from './deploys/index.js';

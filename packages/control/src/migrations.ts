@@ -8,6 +8,7 @@ import { KkError } from '@kk/core';
 import { type Kysely, sql } from 'kysely';
 import type { ControlDb, DialectName, Executor } from './db.js';
 import { fleetMigration } from './fleet/migration.js';
+import { deploysMigration } from './deploys/migration.js';
 
 export interface Migration {
   version: number;
@@ -174,6 +175,7 @@ export const MIGRATIONS: Migration[] = [
     },
   },
   fleetMigration(2),
+  deploysMigration(3),
 ];
 
 /** The highest schema version this code knows. */
