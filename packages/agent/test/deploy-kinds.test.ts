@@ -5,7 +5,7 @@ import { execFileSync } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type Hasher, Store, createHasher, push } from '@kk/core';
@@ -29,6 +29,17 @@ beforeAll(async () => {
 afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createNetServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const p = (s.address() as AddressInfo).port;
+      s.close(() => resolve(p));
+    });
+  });
+}
 
 function deployer(d: string, extra: Partial<deploy.DeployerOptions> = {}) {
   return new deploy.Deployer({ journalDir: join(d, 'journal'), kinds: deploy.defaultKinds(), ...extra });
@@ -211,16 +222,27 @@ it('kk: v2 whose health check fails rolls back to v1 from local state (store gon
       },
     });
     const dep = new deploy.Deployer({ journalDir: join(d, 'journal'), kinds });
-    const health = { type: 'script' as const, script: `grep -q healthy ${target}/index.html`, ...fast };
-    // After v2 is in place the store goes away: the rollback must work from local state alone.
-    const post = 'echo post >> ../hooks.log; if grep -q broken index.html; then mv ../store ../store.away; fi';
-    const e1 = await dep.deploy('kk-1', { type: 'kk', project: 'p', app: 'web', version: 'v1', path: target, post, health });
+    // The post hook starts (once) an HTTP server in the directory: 200 when index.html says
+    // healthy, 500 otherwise. After v2 is in place the store goes away: the rollback must work
+    // from local state alone.
+    const port = await freePort();
+    const server = `require('http').createServer((q, s) => { const b = require('fs').readFileSync('index.html', 'utf8'); s.writeHead(b.includes('healthy') ? 200 : 500).end(b); }).listen(${port}, '127.0.0.1')`;
+    const post = [
+      'echo post >> ../hooks.log',
+      'if grep -q broken index.html; then mv ../store ../store.away; fi',
+      `if ! { [ -f ../server.pid ] && kill -0 "$(cat ../server.pid)" 2>/dev/null; }; then nohup "$NODE" -e "${server.replace(/"/g, '\\"')}" >/dev/null 2>&1 & echo $! > ../server.pid; fi`,
+    ].join('\n');
+    const health = { type: 'http' as const, port, path: '/', retries: 20, interval_ms: 100, timeout_ms: 1000, deadline_ms: 10_000 };
+    const env = { NODE: process.execPath };
+    const e1 = await dep.deploy('kk-1', { type: 'kk', project: 'p', app: 'web', version: 'v1', path: target, post, health, env });
     expect(e1.status).toBe('success');
-    const e2p = dep.deploy('kk-2', { type: 'kk', project: 'p', app: 'web', version: 'v2', path: target, post, pre: 'echo pre >> ../hooks.log', health });
+    const e2p = dep.deploy('kk-2', { type: 'kk', project: 'p', app: 'web', version: 'v2', path: target, post, pre: 'echo pre >> ../hooks.log', health, env });
     const e2 = await e2p;
     expect(statuses(e2)).toEqual(['pending', 'executing', 'script_running', 'executing', 'script_running', 'health_check', 'failed', 'rolling_back', 'health_check', 'rolled_back']);
     expect(e2.bad_version).toBe('v2');
-    expect(e2.rollback).toMatchObject({ success: true, to: 'v1', health_check: { success: true } });
+    expect(e2.health_check).toMatchObject({ success: false, check_type: 'http', status_code: 500 });
+    expect(e2.rollback).toMatchObject({ success: true, to: 'v1', health_check: { success: true, check_type: 'http', status_code: 200 } });
+    expect(await (await fetch(`http://127.0.0.1:${port}/`)).text()).toBe('v1 healthy');
     expect(await readFile(join(target, 'index.html'), 'utf8')).toBe('v1 healthy');
     expect(await readFile(join(target, 'app.js'), 'utf8')).toBe('one');
     expect(existsSync(join(target, 'new.js'))).toBe(false);
@@ -228,6 +250,14 @@ it('kk: v2 whose health check fails rolls back to v1 from local state (store gon
     expect(existsSync(storeDir)).toBe(false);
     expect(opened).toBeGreaterThan(0);
   } finally {
+    const pidFile = join(d, 'server.pid');
+    if (existsSync(pidFile)) {
+      try {
+        process.kill(Number(await readFile(pidFile, 'utf8')), 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
     await hasher.close();
   }
 });
@@ -279,7 +309,17 @@ it('journal: killed during the work itself, the restarted agent rolls the deploy
     child.kill('SIGKILL');
     await exited;
   }
+  // The crashed agent's script is still running; the restarted agent ends it before rolling back.
+  const pgids = JSON.parse(await readFile(join(journalDir, 'dep-crash.json'), 'utf8')).saved.pgids as number[];
+  expect(pgids).toHaveLength(1);
+  expect(existsSync(`/proc/${pgids[0]}`)).toBe(true);
   const done = await new deploy.Deployer({ journalDir, kinds: deploy.defaultKinds() }).recover();
   expect(done.map((e) => e.status)).toEqual(['rolled_back']);
+  let alive = true;
+  for (let i = 0; i < 100 && alive; i++) {
+    alive = existsSync(`/proc/${pgids[0]}`);
+    if (alive) await new Promise((r) => setTimeout(r, 20));
+  }
+  expect(alive).toBe(false);
   expect(await readFile(join(d, 'release'), 'utf8')).toBe('v1\n');
 });

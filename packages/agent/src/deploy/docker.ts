@@ -214,10 +214,19 @@ export class DockerKind implements DeployKind {
       const prev = ctx.saved.previous as { id: string; image: string; running: boolean } | null | undefined;
       if (!prev) return { to: 'none' };
       const p = await d.inspect(prev.id);
-      if (!p) throw new KkError('NOTHING_TO_ROLLBACK', `the previous container ${prev.id.slice(0, 12)} is gone`, { hint: 'deploy a known good image' });
-      if (p.Name.replace(/^\//, '') !== name) await d.ok('POST', `/containers/${prev.id}/rename?name=${encodeURIComponent(name)}`);
-      if (prev.running) await d.ok('POST', `/containers/${prev.id}/start`, undefined, [304]);
-      ctx.log(`container ${name} is ${prev.id.slice(0, 12)} (${prev.image}) again`);
+      let id = prev.id;
+      if (p) {
+        if (p.Name.replace(/^\//, '') !== name) await d.ok('POST', `/containers/${prev.id}/rename?name=${encodeURIComponent(name)}`);
+      } else {
+        // Removed meanwhile: create it again from the image and config kept at deploy time.
+        const saved = ctx.saved.previous as { config?: Record<string, unknown>; host_config?: Record<string, unknown> };
+        if (!saved.config) throw new KkError('NOTHING_TO_ROLLBACK', `the previous container ${prev.id.slice(0, 12)} is gone and its config was not kept`, { hint: 'deploy a known good image' });
+        const created = await d.ok('POST', `/containers/create?name=${encodeURIComponent(name)}`, { ...saved.config, Image: prev.image, HostConfig: saved.host_config ?? {} });
+        id = (created.body as { Id: string }).Id;
+        ctx.log(`previous container was gone: created ${id.slice(0, 12)} from ${prev.image} and its saved config`);
+      }
+      if (prev.running) await d.ok('POST', `/containers/${id}/start`, undefined, [304]);
+      ctx.log(`container ${name} is ${id.slice(0, 12)} (${prev.image}) again`);
       return { to: prev.image };
     } finally {
       await d.close();

@@ -106,6 +106,14 @@ export class DeployJournal {
     return good.sort((a, b) => (a.started < b.started ? 1 : -1))[0];
   }
 
+  /** Drop finished, reported entries beyond the newest `keep` (the journal stays bounded). */
+  async prune(keep = 100): Promise<number> {
+    const done = (await this.list()).filter((e) => e.phase === 'done' && e.reported).sort((a, b) => (a.started < b.started ? 1 : -1));
+    const drop = done.slice(keep);
+    for (const e of drop) await this.remove(e.id);
+    return drop.length;
+  }
+
   async remove(id: string): Promise<void> {
     await rm(this.file(id), { force: true });
   }

@@ -1,6 +1,7 @@
 // `kk`: apply a kk version to a directory with core's pull, between optional pre and post hook
 // scripts (run in the directory). Rollback is core's rollback: the previous version from local
 // state (manifest copy and file cache), so it needs no network; then the post hook again.
+import { mkdir } from 'node:fs/promises';
 import { type Hasher, KkError, type StoreSource, pull, rollback } from '@kk/core';
 import type { AppliedResult, DeployKind, KindContext } from './runner.js';
 import { checkScript, runScript } from './script.js';
@@ -27,13 +28,15 @@ export class KkKind implements DeployKind {
     const script = this.spec[which];
     if (!script) return;
     await ctx.status('script_running', which === 'pre' ? 10 : 80, `running the ${which} hook`);
-    const r = await runScript(script, { cwd, ...(this.spec.env ? { env: this.spec.env } : {}), log: (l, s) => ctx.log(`${which} ${s}: ${l}`), signal: ctx.signal });
+    const r = await runScript(script, { cwd, ...(this.spec.env ? { env: this.spec.env } : {}), log: (l, s) => ctx.log(`${which} ${s}: ${l}`), signal: ctx.signal, onSpawn: (pid) => ctx.track(pid) });
     if (r.code !== 0) throw new KkError('BACKEND', `the ${which} hook exited with ${r.signal ?? r.code}`, { hint: 'see the deploy logs' });
   }
 
   async apply(ctx: KindContext): Promise<AppliedResult> {
     const { project, app, version, path } = this.spec;
     await ctx.save({ version });
+    // The hooks run in the directory; the first deploy creates it (pull takes over an empty one).
+    await mkdir(path, { recursive: true });
     if (this.spec.pre) await this.hook(ctx, 'pre', path);
     await ctx.status('executing', 20, `applying ${project}/${app} ${version}`);
     const r = await pull({
@@ -60,7 +63,7 @@ export class KkKind implements DeployKind {
     const r = await rollback({ target: this.spec.path, stateDir: this.env.stateDir, hasher: this.env.hasher, store: this.env.store, project: this.spec.project, app: this.spec.app, command: 'kk agent rollback' });
     ctx.log(`rolled back to ${r.version}`);
     if (this.spec.post) {
-      const s = await runScript(this.spec.post, { cwd: this.spec.path, ...(this.spec.env ? { env: this.spec.env } : {}), log: (l, st) => ctx.log(`post ${st}: ${l}`), signal: ctx.signal });
+      const s = await runScript(this.spec.post, { cwd: this.spec.path, ...(this.spec.env ? { env: this.spec.env } : {}), log: (l, st) => ctx.log(`post ${st}: ${l}`), signal: ctx.signal, onSpawn: (pid) => ctx.track(pid) });
       if (s.code !== 0) throw new KkError('BACKEND', `the post hook exited with ${s.signal ?? s.code} after the rollback`, { hint: 'see the deploy logs' });
     }
     void PROGRESS;

@@ -4,6 +4,7 @@
 // rolling_back -> health_check -> rolled_back | rollback_failed. A rollback never triggers
 // another. Every status change is journalled before it is reported, so a restarted agent can
 // finish what a crash interrupted (`recover`).
+import { readFileSync } from 'node:fs';
 import { KkError, isKkError } from '@kk/core';
 import { healthCheck } from './health.js';
 import { DeployJournal, type JournalEntry } from './journal.js';
@@ -21,6 +22,8 @@ export interface KindContext {
   /** What the kind needs to undo itself; persist changes with save(). */
   saved: Record<string, unknown>;
   save(patch: Record<string, unknown>): Promise<void>;
+  /** Remember a script's process group: a restarted agent ends what a crashed one left running. */
+  track(pgid: number): void;
   /** A private scratch directory for this deploy. */
   scratch: string;
 }
@@ -46,6 +49,8 @@ export interface DeployerOptions {
   kinds: KindFactory;
   onReport?: (r: DeployStatusReport) => void | Promise<void>;
   onCallback?: (p: DeployCallbackPayload) => void | Promise<void>;
+  /** Finished, reported journal entries kept (for manual rollbacks). Default 100. */
+  keep?: number;
 }
 
 class Timeout extends Error {}
@@ -91,6 +96,7 @@ export class Deployer {
       if (e.phase === 'done') continue;
       e.recoveries++;
       this.log(e, `agent restarted during ${e.status} (phase ${e.phase}): resuming`);
+      endOrphans(e);
       const kind = this.opts.kinds(e.spec);
       if (e.phase === 'rollback') out.push(await this.doRollback(e, kind, 'resumed after a restart'));
       else if (e.phase === 'health') out.push(await this.checkThenFinish(e, kind));
@@ -220,6 +226,7 @@ export class Deployer {
         await this.opts.onCallback(e.callback);
         e.reported = true;
         await this.journal.write(e);
+        await this.journal.prune(this.opts.keep ?? 100);
       } catch {
         // Kept unreported: sent again after a reconnect (unreported()).
       }
@@ -235,6 +242,11 @@ export class Deployer {
       scratch: `${this.journal.dir}/${e.id}.d`,
       status: (s, progress, message) => this.report(e, s, progress, message ?? s),
       log: (line) => this.log(e, line),
+      track: (pgid) => {
+        const list = Array.isArray(e.saved.pgids) ? (e.saved.pgids as number[]) : [];
+        e.saved.pgids = [...list, pgid].slice(-20);
+        void this.journal.write(e).catch(() => {});
+      },
       save: async (patch) => {
         Object.assign(e.saved, patch);
         await this.journal.write(e);
@@ -270,6 +282,21 @@ export class Deployer {
       // Reports are best effort (the final callback is the one that is retried).
     }
   }
+}
+
+/** Kill the process groups of scripts a crashed agent left running (only if still a shell). */
+function endOrphans(e: JournalEntry): void {
+  const pgids = Array.isArray(e.saved.pgids) ? (e.saved.pgids as number[]) : [];
+  for (const pg of pgids) {
+    try {
+      const comm = readFileSync(`/proc/${pg}/comm`, 'utf8').trim();
+      if (comm !== 'sh' && comm !== 'dash' && comm !== 'bash') continue;
+      process.kill(-pg, 'SIGKILL');
+    } catch {
+      // gone
+    }
+  }
+  e.saved.pgids = [];
 }
 
 export function commandType(t: DeployType): CommandType {

@@ -25,6 +25,8 @@ export interface ScriptOptions {
   timeoutMs?: number;
   log?: (line: string, stream: 'stdout' | 'stderr') => void;
   signal?: AbortSignal;
+  /** The script's process (group) id, as soon as it runs: journalled so a restarted agent can end it. */
+  onSpawn?: (pid: number) => void;
 }
 
 export function checkScript(content: string, what = 'script'): void {
@@ -70,6 +72,7 @@ export function runScript(content: string, opts: ScriptOptions = {}): Promise<Sc
       stdio: ['ignore', 'pipe', 'pipe'],
       detached: true,
     });
+    if (child.pid !== undefined) opts.onSpawn?.(child.pid);
     const out = new Capture(opts.log && ((l) => opts.log!(l, 'stdout')));
     const err = new Capture(opts.log && ((l) => opts.log!(l, 'stderr')));
     child.stdout.setEncoding('utf8').on('data', (d: string) => out.add(d));

@@ -16,7 +16,7 @@ export class ShellKind implements DeployKind {
 
   async apply(ctx: KindContext): Promise<AppliedResult> {
     await ctx.status('script_running', PROGRESS.script_running, 'running the script');
-    const r = await runScript(this.spec.script, { ...this.opts(), log: (l, s) => ctx.log(`${s}: ${l}`), signal: ctx.signal });
+    const r = await runScript(this.spec.script, { ...this.opts(), log: (l, s) => ctx.log(`${s}: ${l}`), signal: ctx.signal, onSpawn: (pid) => ctx.track(pid) });
     const result = { exit_code: r.code, stdout: r.stdout, stderr: r.stderr, duration_ms: r.duration_ms, ...(r.truncated ? { truncated_bytes: r.truncated } : {}) };
     if (r.code !== 0) {
       throw new KkError('BACKEND', `the script exited with ${r.signal ? `signal ${r.signal}` : `code ${r.code}`}${r.stderr.trim() ? `: ${r.stderr.trim().split('\n').pop()}` : ''}`, {
@@ -29,7 +29,7 @@ export class ShellKind implements DeployKind {
 
   async rollback(ctx: KindContext): Promise<{ to?: string }> {
     if (!this.spec.rollback_script) throw new KkError('NOTHING_TO_ROLLBACK', 'the deploy has no rollback script', { hint: 'give rollback_script to undo a shell deploy' });
-    const r = await runScript(this.spec.rollback_script, { ...this.opts(), log: (l, s) => ctx.log(`rollback ${s}: ${l}`), signal: ctx.signal });
+    const r = await runScript(this.spec.rollback_script, { ...this.opts(), log: (l, s) => ctx.log(`rollback ${s}: ${l}`), signal: ctx.signal, onSpawn: (pid) => ctx.track(pid) });
     if (r.timedOut) throw new KkError('BACKEND', `the rollback script ran past ${this.spec.timeout_ms} ms`, { hint: 'see the deploy logs' });
     if (r.code !== 0) throw new KkError('BACKEND', `the rollback script exited with ${r.signal ?? r.code}`, { hint: 'see the deploy logs' });
     return { to: 'rollback script' };

@@ -289,7 +289,7 @@ export class TarKind implements DeployKind {
     ctx.log(`extracted ${entries} entries (${bytes} bytes) into ${this.target}`);
     if (this.spec.install_script) {
       await ctx.status('installing', PROGRESS.installing[0], 'running the install script');
-      const r = await runScript(this.spec.install_script, { cwd: this.target, ...(this.spec.env ? { env: this.spec.env } : {}), log: (l, s) => ctx.log(`install ${s}: ${l}`), signal: ctx.signal });
+      const r = await runScript(this.spec.install_script, { cwd: this.target, ...(this.spec.env ? { env: this.spec.env } : {}), log: (l, s) => ctx.log(`install ${s}: ${l}`), signal: ctx.signal, onSpawn: (pid) => ctx.track(pid) });
       if (r.code !== 0) throw new KkError('BACKEND', `the install script exited with ${r.signal ?? r.code}`, { hint: 'see the deploy logs' });
     }
     await ctx.status('installing', PROGRESS.installing[1], 'installed');
