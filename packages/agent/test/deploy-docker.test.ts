@@ -88,6 +88,13 @@ it.skipIf(!!unavailable)(`docker: pulled from the registry, old container stoppe
     const c2 = e2.result.container_id as string;
     expect((await engine.inspect('kk-web'))?.Id).toBe(c2);
     expect((await engine.inspect(c2))?.HostConfig.RestartPolicy).toMatchObject({ Name: 'no' });
+    // The monitor sees the containers kk deployed: the running one with its memory, the kept previous one exited.
+    const mon = await deploy.monitorContainers(engine);
+    const byName = Object.fromEntries(mon.map((m) => [m.name, m]));
+    expect(Object.keys(byName).sort()).toEqual(['kk-web', 'kk-web-kk-previous']);
+    expect(byName['kk-web']).toMatchObject({ id: c2, state: 'running' });
+    expect(byName['kk-web']!.memory_bytes).toBeGreaterThan(0);
+    expect(byName['kk-web-kk-previous']).toMatchObject({ id: c1, state: 'exited' });
 
     const e3 = await dep.deploy('dk-3', spec('2', 'third'));
     const s3 = e3.history.map((h) => h.status);
@@ -100,6 +107,8 @@ it.skipIf(!!unavailable)(`docker: pulled from the registry, old container stoppe
     expect(now?.State.Running).toBe(true);
     expect(await page()).toBe('second');
     expect(await engine.inspect(e3.result.container_id as string ?? 'none')).toBeUndefined();
+    // After the rollback only the restored container is left (the failed one was removed).
+    expect((await deploy.monitorContainers(engine)).map((m) => [m.name, m.id, m.state])).toEqual([['kk-web', c2, 'running']]);
     // Pull progress came through the engine's JSON stream.
     expect(e1.logs.some((l) => / pull /.test(l))).toBe(true);
   } finally {

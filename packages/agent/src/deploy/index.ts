@@ -32,3 +32,4 @@ export function defaultKinds(env: { kk?: KkKindEnv; docker?: DockerKindEnv } = {
     }
   };
 }
+export { monitorContainers, type ContainerReport } from './monitor.js';
