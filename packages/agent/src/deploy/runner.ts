@@ -12,6 +12,8 @@ import { type CommandType, type DeployCallbackPayload, type DeploySpec, type Dep
 
 /** Log lines a deploy keeps (the newest). */
 export const MAX_LOG_LINES = 500;
+/** After a timeout, how long the stopped work gets to settle before the rollback starts. */
+const SETTLE_MS = 30_000;
 
 export interface KindContext {
   id: string;
@@ -124,6 +126,7 @@ export class Deployer {
     const ac = new AbortController();
     const limit = e.spec.timeout_ms ?? 600_000;
     let timer: NodeJS.Timeout | undefined;
+    let pendingWork: Promise<AppliedResult> | undefined;
     try {
       const timeout = new Promise<never>((_, reject) => {
         timer = setTimeout(() => {
@@ -131,10 +134,19 @@ export class Deployer {
           reject(new Timeout(`the deploy ran past its ${limit} ms timeout`));
         }, limit);
       });
-      const applied = await Promise.race([kind.apply(this.ctx(e, ac.signal)), timeout]);
+      const work = kind.apply(this.ctx(e, ac.signal));
+      work.catch(() => {});
+      pendingWork = work;
+      const applied = await Promise.race([work, timeout]);
       e.result = applied.result;
       if (applied.version !== undefined) e.result.version = applied.version;
     } catch (err) {
+      if (err instanceof Timeout && pendingWork) {
+        // The work was told to stop (scripts are killed); a rollback must not race what is left of it.
+        let wait: NodeJS.Timeout | undefined;
+        await Promise.race([pendingWork.then(() => {}, () => {}), new Promise<void>((r) => (wait = setTimeout(r, SETTLE_MS)))]);
+        clearTimeout(wait);
+      }
       return this.finishFailed(e, err instanceof Timeout ? 'timeout' : 'failed', err, kind, true);
     } finally {
       clearTimeout(timer);
