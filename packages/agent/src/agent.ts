@@ -158,9 +158,9 @@ export class Agent {
       try {
         const r = await this.outbox.flush(this.opts.api, id);
         this.noteRefused(r.refused);
-        delay = r.pending ? Math.min(30_000, delay * 2) : 1_000;
+        delay = r.pending ? Math.min(10_000, delay * 2) : 1_000;
       } catch {
-        delay = Math.min(30_000, delay * 2);
+        delay = Math.min(10_000, delay * 2);
       }
     }
   }
@@ -184,7 +184,7 @@ export class Agent {
         if (this.stopped) return;
         this.log(`claim failed: ${(err as Error).message}`);
         await sleep(backoff, this.stopping.signal);
-        backoff = Math.min(30_000, backoff * 2);
+        backoff = Math.min(5_000, backoff * 2);
         continue;
       }
       if (!claim) continue;

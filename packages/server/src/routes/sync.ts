@@ -31,7 +31,7 @@ export function registerSyncRoutes(srv: ServerContext, opts: { sweepEveryMs?: nu
   const env = (name: string) => (process.env[name] ? Number(process.env[name]) : undefined);
   fleet.configure({ heartbeatIntervalMs: env('KK_FLEET_HEARTBEAT_MS'), leaseMs: env('KK_FLEET_LEASE_MS'), offlineAfterMs: env('KK_FLEET_OFFLINE_MS') } as never);
   const r = srv.router;
-  const waiters = new Set<() => void>();
+  const waiters = new Set<() => void>() as Set<() => void> & { closing?: boolean };
   const wakeAll = () => {
     for (const w of [...waiters]) w();
   };
@@ -92,6 +92,7 @@ export function registerSyncRoutes(srv: ServerContext, opts: { sweepEveryMs?: nu
     tick,
     async close() {
       stopped = true;
+      waiters.closing = true;
       clearInterval(timer);
       wakeAll();
       await round;
@@ -238,7 +239,7 @@ async function heartbeat(srv: ServerContext, c: Call): Promise<void> {
 }
 
 /** Long-poll: claim now, or wait (up to wait_ms) for work to appear, checking every second. */
-async function claim(srv: ServerContext, c: Call, waiters: Set<() => void>): Promise<void> {
+async function claim(srv: ServerContext, c: Call, waiters: Set<() => void> & { closing?: boolean }): Promise<void> {
   const node = await nodeOf(srv, c);
   const waitMs = Math.min(MAX_WAIT_MS, Math.max(0, Number(c.query.get('wait_ms') ?? 25_000) || 0));
   const end = Date.now() + waitMs;
@@ -257,7 +258,8 @@ async function claim(srv: ServerContext, c: Call, waiters: Set<() => void>): Pro
       return;
     }
     const left = end - Date.now();
-    if (left <= 0 || gone) break;
+    // A server that is stopping answers "nothing now" at once; the agent asks again later.
+    if (left <= 0 || gone || waiters.closing) break;
     await new Promise<void>((resolve) => {
       const t = setTimeout(fin, Math.min(1_000, left));
       waiters.add(fin);
