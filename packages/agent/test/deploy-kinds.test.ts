@@ -304,7 +304,9 @@ it('journal: killed during the work itself, the restarted agent rolls the deploy
   const child = spawn(process.execPath, [join(import.meta.dirname, 'deploy-crash-child.mjs'), journalDir, JSON.stringify(spec)], { stdio: 'ignore' });
   const exited = new Promise((r) => child.once('exit', r));
   try {
-    for (let i = 0; i < 300 && !existsSync(join(d, 'started')); i++) await new Promise((r) => setTimeout(r, 50));
+    // Killed once the script runs and the journal names its process group.
+    const journalled = async () => existsSync(join(journalDir, 'dep-crash.json')) && (JSON.parse(await readFile(join(journalDir, 'dep-crash.json'), 'utf8')).saved.pgids ?? []).length > 0;
+    for (let i = 0; i < 300 && !(existsSync(join(d, 'started')) && (await journalled())); i++) await new Promise((r) => setTimeout(r, 50));
   } finally {
     child.kill('SIGKILL');
     await exited;
