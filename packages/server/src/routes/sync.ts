@@ -70,6 +70,11 @@ export function registerSyncRoutes(srv: ServerContext, opts: { sweepEveryMs?: nu
   r.add('PUT', `${BASE}/projects/{project}`, { handler: (c) => putProject(srv, c) });
 
   // ---- background work: one sweep and one follower round every `sweepEveryMs` ----
+  // The follower starts from now on the first start with a fleet, not from the whole history.
+  const cursorReady = srv.control.events
+    .current()
+    .then((seq) => srv.control.settings.putIfAbsent(TRIGGER_CURSOR, seq))
+    .catch((err) => srv.log.warn('fleet: cannot initialise the event cursor', { err: String((err as Error)?.message ?? err) }));
   let stopped = false;
   let round: Promise<void> | undefined;
   const tick = async () => {
@@ -77,6 +82,7 @@ export function registerSyncRoutes(srv: ServerContext, opts: { sweepEveryMs?: nu
     round ??= (async () => {
       try {
         await fleet.sweep();
+        await cursorReady;
         await followEvents(srv);
       } catch (err) {
         srv.log.warn('fleet background round failed', { err: String((err as Error)?.message ?? err) });
@@ -437,13 +443,7 @@ async function followEvents(srv: ServerContext): Promise<void> {
   const c = srv.control;
   const owner = c.owner;
   if (!(await c.leases.acquire(TRIGGER_LEASE, owner, 30_000))) return;
-  let since = await c.settings.get<number>(TRIGGER_CURSOR);
-  if (since === undefined) {
-    // First start with a fleet: begin now, not with the whole history.
-    since = await c.events.current();
-    await c.settings.put(TRIGGER_CURSOR, since);
-    return;
-  }
+  let since = (await c.settings.get<number>(TRIGGER_CURSOR)) ?? 0;
   for (let round = 0; round < 20; round++) {
     const page = await c.events.since(since, 200);
     for (const e of page.items) {
