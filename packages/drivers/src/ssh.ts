@@ -213,10 +213,26 @@ export function createSshDriver(opts: SshDriverOptions) {
       ch.info = info;
     } catch (err) {
       await ch.kill();
+      // Nothing else uses the connection: do not leave its socket directory behind (a caller
+      // whose open failed may never call close()).
+      if (!channels.length && !spawning) await dropMaster();
       throw err;
     }
     channels.push(ch);
     return ch;
+  }
+
+  /** Ends the ControlMaster (it outlives its last session for ControlPersist) and removes its directory. */
+  async function dropMaster(): Promise<void> {
+    const dir = controlDir;
+    if (!dir) return;
+    await new Promise<void>((resolve) => {
+      const p = spawn(opts.sshCommand ?? 'ssh', [...sshArgs(), '-O', 'exit', '--', opts.host], { stdio: 'ignore' });
+      p.on('error', () => resolve());
+      p.on('exit', () => resolve());
+    });
+    controlDir = undefined;
+    await rm(dir, { recursive: true, force: true });
   }
 
   // Sessions turned into read streams (GNU tar on the host): batches of reads cost no process.
@@ -575,15 +591,7 @@ export function createSshDriver(opts: SshDriverOptions) {
       while (spawning) await new Promise((r) => setTimeout(r, 10));
       const open = await Promise.all(streams.map((slot) => slot.starting?.catch(() => undefined)));
       await Promise.all([...channels.slice(), ...open.filter((c) => c !== undefined)].map((c) => c.quit()));
-      if (controlDir) {
-        // The master outlives its last session for ControlPersist; end it now.
-        await new Promise<void>((resolve) => {
-          const p = spawn(opts.sshCommand ?? 'ssh', [...sshArgs(), '-O', 'exit', '--', opts.host], { stdio: 'ignore' });
-          p.on('error', () => resolve());
-          p.on('exit', () => resolve());
-        });
-        await rm(controlDir, { recursive: true, force: true });
-      }
+      await dropMaster();
     },
   } satisfies PruneDriver & { traffic: SshTraffic };
 }

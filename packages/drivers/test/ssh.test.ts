@@ -167,9 +167,18 @@ describe.skipIf(!!unavailable)(`ssh driver against sshd on 127.0.0.1${unavailabl
     });
 
     it('maps an unreachable host, a refused key, an unknown host key and a path that is a file to KkErrors with a hint', async () => {
+      // The control socket directory goes under TMPDIR: a private one shows what is left behind.
+      const privateTmp = await mkdtemp(path.join(tmpdir(), 'kk-ssh-tmpdir-'));
+      const savedTmp = process.env.TMPDIR;
+      process.env.TMPDIR = privateTmp;
       const down = createSshDriver({ ...sshDriverOptionsFromUrl(new URL(sshd.storeUrl('/tmp/x'))), port: 1, connectTimeout: 5 });
       const e1 = await down.get('a').catch((e: unknown) => e);
+      if (savedTmp === undefined) delete process.env.TMPDIR;
+      else process.env.TMPDIR = savedTmp;
       expect(isKkError(e1, 'BACKEND')).toBe(true);
+      // A failed open leaves no control socket directory behind, even without close().
+      expect(await readdir(privateTmp)).toEqual([]);
+      await rm(privateTmp, { recursive: true });
       expect((e1 as Error).message).toMatch(/connection failed: .*(refused|port 1)/i);
       expect((e1 as { hint: string }).hint).toMatch(/sshd runs/);
 
