@@ -28,6 +28,7 @@ import { registerObjectRoutes } from './routes/objects.js';
 import { registerApiRoutes } from './routes/api.js';
 import { registerFileRoutes } from './routes/files.js';
 import { registerAdminRoutes } from './routes/admin.js';
+import { type SyncService, registerSyncRoutes } from './routes/sync.js';
 
 export interface KkServerOptions {
   /** Store URL (any registered driver scheme, or a path) or an open Store. */
@@ -66,6 +67,8 @@ export function defaultDbUrl(store: string | Store, cwd = process.cwd()): string
 
 export class KkServer implements ServerContext {
   readonly router = new Router<RouteEntry>();
+  /** The fleet's routes and background work (routes/sync.ts). */
+  readonly sync: SyncService;
   readonly caches: Caches;
   readonly metrics: Metrics;
   readonly tokens: TokenService;
@@ -104,6 +107,7 @@ export class KkServer implements ServerContext {
     registerApiRoutes(this);
     registerFileRoutes(this);
     registerAdminRoutes(this);
+    this.sync = registerSyncRoutes(this);
   }
 
   static async create(opts: KkServerOptions): Promise<KkServer> {
@@ -193,6 +197,7 @@ export class KkServer implements ServerContext {
     if (this.closed) return;
     this.closed = true;
     this.retention.stop();
+    await this.sync.close();
     await this.webhooks.close();
     clearInterval(this.backlogTimer);
     await this.retryBacklog();

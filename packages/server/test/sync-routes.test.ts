@@ -8,12 +8,10 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Store, createHasher, createMemoryDriver, push } from '@kk/core';
 import { KkServer, createKkServer } from '../src/index.js';
-import { type SyncService, registerSyncRoutes } from '../src/routes/sync.js';
 
 const admin = 'admin-sync-routes-test-0123456789';
 let dir: string;
 let server: KkServer;
-let sync: SyncService;
 let url: string;
 
 async function call(method: string, path: string, body?: unknown, token: string = admin) {
@@ -34,12 +32,10 @@ beforeAll(async () => {
   await hasher.close();
   await store.setChannel('shop', 'web', 'promoted', 'v1');
   server = await createKkServer({ store, adminToken: admin, log: false, db: `sqlite://${join(dir, 'kk.db')}` });
-  sync = registerSyncRoutes(server, { sweepEveryMs: 60_000 });
   url = await server.listen('127.0.0.1:0');
 });
 
 afterAll(async () => {
-  await sync?.close();
   await server?.close();
   await rm(dir, { recursive: true, force: true });
 });
@@ -103,8 +99,8 @@ it('targets, claims, reports with fencing, pause/resume and tasks', async () => 
   expect((await call('POST', `/api/sync/targets/${target}/pause`, {})).status).toBe(400);
   expect((await call('POST', `/api/sync/targets/${target}/pause`, { reason: 'upgrading' })).json.paused).toMatchObject({ reason: 'upgrading', by: 'admin' });
   await call('POST', '/api/v1/promote', { project: 'shop', app: 'web', version: 'v2' });
-  await sync.tick(); // the follower turns the promote into a task
-  await sync.tick();
+  await server.sync.tick(); // the follower turns the promote into a task
+  await server.sync.tick();
   const queued = await call('GET', `/api/sync/tasks?project=shop&status=PENDING`);
   expect(queued.json.items.map((x: { version: string }) => x.version)).toEqual(['v2']);
   expect((await fetch(`${url}/api/sync/agent/claim?wait_ms=50`, { method: 'POST', headers: { authorization: `Bearer ${n.token}` } })).status).toBe(204);
