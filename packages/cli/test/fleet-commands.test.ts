@@ -1,0 +1,63 @@
+// The fleet's CLI commands against a real server (in-process, port 0): kk node show|drain|rm,
+// kk target list|rm, kk sync, kk pause|resume --target, each with --json and the exit codes.
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { startServer, type RunningServer } from '@kk/server';
+import { type Sandbox, sandbox, writeTree } from './helpers.js';
+
+let sb: Sandbox;
+let srv: RunningServer;
+const admin = `admin-${randomBytes(8).toString('hex')}`;
+let target: string;
+const flags = () => ['--server', srv.url, '--token', admin];
+
+beforeAll(async () => {
+  sb = await sandbox();
+  srv = await startServer({ store: sb.path('store'), listen: '127.0.0.1:0', adminToken: admin, log: false, config: { hasherThreads: 1 } });
+  await writeTree(sb.path('ci'), { '.kkartifact.yml': `server_url: ${srv.url}\ntoken: ${admin}\n` });
+  await writeTree(sb.path('build'), { 'index.html': 'v1' });
+  expect((await sb.kk(['push', '-p', 'shop', '-a', 'web', '--version', 'v1', '--path', sb.path('build')], { cwd: sb.path('ci') })).code).toBe(0);
+  expect((await sb.kk(['promote', '-p', 'shop', '-a', 'web', '--version', 'v1'], { cwd: sb.path('ci') })).code).toBe(0);
+  const post = (path: string, body: unknown) => fetch(`${srv.url}${path}`, { method: 'POST', headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' }, body: JSON.stringify(body) }).then((r) => r.json() as Promise<Record<string, any>>);
+  await post('/api/sync/nodes', { name: 'edge-1', kind: 'agent', tags: { dc: 'x' } });
+  target = (await post('/api/sync/targets', { project: 'shop', app: 'web', node: 'edge-1', path: '/srv/shop' })).id;
+}, 120_000);
+
+afterAll(async () => {
+  await srv?.close();
+  await sb?.cleanup();
+});
+
+it('pause, sync while paused, resume, status: the pause names who and why; resume queues one sync', async () => {
+  const p = await sb.kkJson(['pause', ...flags(), '--target', target, '--reason', 'upgrading node 2']);
+  expect(p.code, p.stderr).toBe(0);
+  expect(p.json.paused).toMatchObject({ reason: 'upgrading node 2', by: 'admin' });
+  const again = await sb.kkJson(['pause', ...flags(), '--target', target, '--reason', 'x']);
+  expect(again.code).not.toBe(0);
+  expect(again.json.error.message).toMatch(/already paused by admin/);
+  const s = await sb.kkJson(['sync', ...flags(), '-p', 'shop']);
+  expect(s.json.items.map((t: Record<string, string>) => [t.version, t.state])).toEqual([['v1', 'PENDING']]);
+  const st = await sb.kkJson(['target', 'status', ...flags(), target]);
+  expect(st.json).toMatchObject({ state: 'paused', queued: { version: 'v1' } });
+  const r = await sb.kkJson(['resume', ...flags(), '--target', target]);
+  expect(r.json).toMatchObject({ target: { paused: null }, task: { version: 'v1' } });
+  const bad = await sb.kk(['pause', ...flags(), '--target', 'tg-nope', '--reason', 'x']);
+  expect(bad.code).not.toBe(0);
+  expect(bad.stderr).toMatch(/does not exist/);
+}, 120_000);
+
+it('node show, drain, target list, rm guarded by targets, then target rm and node rm', async () => {
+  const d = await sb.kkJson(['node', 'drain', ...flags(), 'edge-1', '--reason', 'kernel upgrade']);
+  expect(d.json).toMatchObject({ schedulable: false, drain_reason: 'kernel upgrade' });
+  const show = await sb.kk(['node', 'show', ...flags(), 'edge-1']);
+  expect(show.stdout).toMatch(/edge-1 \(nd-[^)]+\), agent: OFFLINE/);
+  expect(show.stdout).toMatch(/schedulable: no \(kernel upgrade\)/);
+  const tl = await sb.kkJson(['target', 'list', ...flags(), '-p', 'shop']);
+  expect(tl.json.items.map((t: Record<string, string>) => t.id)).toEqual([target]);
+  const refused = await sb.kkJson(['node', 'rm', ...flags(), 'edge-1']);
+  expect(refused.code).not.toBe(0);
+  expect(refused.json.error.message).toMatch(/used by 1 target/);
+  expect((await sb.kkJson(['target', 'rm', ...flags(), target])).json).toEqual({ removed: target, seconds: expect.any(Number) });
+  expect((await sb.kk(['node', 'rm', ...flags(), 'edge-1'])).code).toBe(0);
+  expect((await sb.kkJson(['node', 'list', ...flags()])).json.items).toEqual([]);
+}, 120_000);
