@@ -232,7 +232,8 @@ export async function push(opts: PushOptions): Promise<PushResult> {
   } catch (err) {
     // A store out of space: nothing names the chunks written so far (no ref), GC sweeps them.
     const cause = (err as { cause?: NodeJS.ErrnoException })?.cause;
-    if (cause?.code === 'ENOSPC' || cause?.code === 'EDQUOT' || /\bENOSPC\b/.test((err as Error)?.message ?? '')) {
+    // A driver that says DISK_FULL itself (file, http) has said it best.
+    if (!(err instanceof KkError && err.code === 'DISK_FULL') && (cause?.code === 'ENOSPC' || cause?.code === 'EDQUOT' || /\bENOSPC\b/.test((err as Error)?.message ?? ''))) {
       const remaining = missingBytes(source) - bytesUploadedStored;
       throw new KkError('DISK_FULL', `the ${store.driver.name} store ran out of space: this version needs about ${Math.ceil(Math.max(0, remaining) / 1024 / 1024)} MiB more there`, {
         cause: err,

@@ -35,6 +35,6 @@ function renderStatus(s: TargetStatus): string[] {
   else lines.push(`  lock: held by pid ${s.lock.pid} on ${s.lock.host} (${s.lock.command}) since ${formatWhen(s.lock.started)}`);
   const c2 = s.cache;
   lines.push(`  file cache: ${c2.files} files, ${formatBytes(c2.bytes)} held by the cache alone${c2.bytesShared ? ` (+${formatBytes(c2.bytesShared)} shared with the directory)` : ''}`);
-  if (s.interrupted) lines.push('  an apply was interrupted; the next pull or rollback finishes it');
+  if (s.interrupted) lines.push('  an apply was interrupted; the next pull or rollback finishes it (if it cannot, `kk pull --repair` plans again from the directory as it is)');
   return lines;
 }

@@ -296,7 +296,8 @@ export async function pull(opts: PullOptions): Promise<PullResult> {
         details: { target, entries: tree.entries.size },
       });
     }
-    if (manifest.files.length === 0 && tree.entries.size > 0 && !opts.force) {
+    const holdsFiles = [...tree.entries.values()].some((e) => e.kind !== 'dir');
+    if (manifest.files.length === 0 && holdsFiles && !opts.force) {
       throw new KkError('TARGET_CONFLICT', `${manifest.project}/${manifest.app} ${manifest.version} is empty: applying it would empty ${target}`, {
         hint: 'check the version (kk manifest); pass --force if the directory should really be emptied',
         details: { target, version: manifest.version },
