@@ -5,6 +5,7 @@ import { resolve } from 'node:path';
 import { Cron } from 'croner';
 import { parse as parseYaml } from 'yaml';
 import { KkError, parseSize } from '@kk/core';
+import { checkEvents, checkWebhookUrl } from '@kk/control';
 
 export interface WebhookConfig {
   /** Unique name; the webhook's id is `cfg-<name>`. */
@@ -200,8 +201,8 @@ function webhookFromYaml(v: unknown): WebhookConfig {
   return w;
 }
 
-export const EVENT_TYPES = ['push', 'pull', 'promote', 'rollback', 'delete'] as const;
-export type EventType = (typeof EVENT_TYPES)[number];
+// The event types and the url/events checks are the control plane's (one list for both).
+export { EVENT_TYPES, type EventType } from '@kk/control';
 
 export function checkWebhookConfig(w: WebhookConfig): void {
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(w.name)) {
@@ -209,25 +210,6 @@ export function checkWebhookConfig(w: WebhookConfig): void {
   }
   checkWebhookUrl(w.url);
   checkEvents(w.events);
-}
-
-export function checkWebhookUrl(url: unknown): void {
-  let u: URL;
-  try {
-    u = new URL(String(url));
-  } catch {
-    throw new KkError('CONFIG_INVALID', `webhook url ${JSON.stringify(url)} is not a URL`);
-  }
-  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new KkError('CONFIG_INVALID', `webhook url must be http(s), got ${u.protocol}`);
-}
-
-export function checkEvents(events: unknown): asserts events is string[] {
-  if (!Array.isArray(events) || events.length === 0) throw new KkError('CONFIG_INVALID', 'webhook events must be a non-empty list');
-  for (const e of events) {
-    if (e !== '*' && !(EVENT_TYPES as readonly string[]).includes(e)) {
-      throw new KkError('CONFIG_INVALID', `unknown event ${JSON.stringify(e)} (known: ${EVENT_TYPES.join(', ')}, *)`);
-    }
-  }
 }
 
 function str(v: unknown, what: string): string {
