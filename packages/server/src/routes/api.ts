@@ -37,7 +37,8 @@ async function listProjects(srv: ServerContext, c: Call): Promise<void> {
   const page = pageOf(c.query);
   const seq = await srv.control.events.current();
   const scope = c.principal.scope;
-  const all = (await srv.listing.projects()).filter((p) => scope.kind === 'global' || scope.project === p.name);
+  const q = searchOf(c.query);
+  const all = (await srv.listing.projects()).filter((p) => (scope.kind === 'global' || scope.project === p.name) && (!q || p.name.toLowerCase().includes(q)));
   await sendJson(c.req, c.res, 200, { ...paginate(all, page, (p) => p.created, (p) => p.name), seq });
 }
 
@@ -47,7 +48,8 @@ async function listApps(srv: ServerContext, c: Call): Promise<void> {
   const seq = await srv.control.events.current();
   const scope = c.principal.scope;
   if (!(scope.kind === 'global' || scope.project === project)) srv.requireAny(c, [...READ], project);
-  const all = (await srv.listing.apps(project)).filter((a) => READ.some((p) => may(c.principal, p, project, a.name)));
+  const q = searchOf(c.query);
+  const all = (await srv.listing.apps(project)).filter((a) => READ.some((p) => may(c.principal, p, project, a.name)) && (!q || a.name.toLowerCase().includes(q)));
   if (all.length === 0 && !(await srv.listing.projects()).some((p) => p.name === project)) {
     throw new KkError('NOT_FOUND', `project ${project} does not exist`);
   }
@@ -63,7 +65,27 @@ async function listVersions(srv: ServerContext, c: Call): Promise<void> {
   if (all.length === 0 && !(await srv.listing.apps(project)).some((a) => a.name === app)) {
     throw new KkError('NOT_FOUND', `app ${project}/${app} does not exist`);
   }
-  await sendJson(c.req, c.res, 200, { ...paginate(all, page, (v) => v.created, (v) => v.version), seq });
+  const out = paginate(all, page, (v) => v.created, (v) => v.version);
+  // `details=1`: each version of the page with what its manifest says (size, files, git commit).
+  if (c.query.get('details') === '1') out.items = await Promise.all(out.items.map((v) => withDetails(srv, v)));
+  await sendJson(c.req, c.res, 200, { ...out, seq });
+}
+
+/** `q=TEXT` on a listing: names containing TEXT, case-insensitive (at most 200 characters). */
+function searchOf(query: URLSearchParams): string | undefined {
+  const q = query.get('q');
+  if (q === null || q === '') return undefined;
+  if (q.length > 200) throw badRequest('q must be at most 200 characters');
+  return q.toLowerCase();
+}
+
+async function withDetails<T extends { manifest: Digest }>(srv: ServerContext, v: T): Promise<T & { size: number | null; files: number | null; git_commit: string | null; builder: string | null }> {
+  try {
+    const { manifest } = await srv.manifest(v.manifest);
+    return { ...v, size: manifest.files.reduce((n, f) => n + f.size, 0), files: manifest.files.length, git_commit: manifest.git_commit || null, builder: manifest.builder || null };
+  } catch {
+    return { ...v, size: null, files: null, git_commit: null, builder: null };
+  }
 }
 
 async function getVersion(srv: ServerContext, c: Call): Promise<void> {
@@ -85,7 +107,13 @@ async function removeVersion(srv: ServerContext, c: Call): Promise<void> {
 async function listChannels(srv: ServerContext, c: Call): Promise<void> {
   const { project, app } = c.params as { project: string; app: string };
   srv.requireAny(c, [...READ], project, app);
-  await sendJson(c.req, c.res, 200, { items: await srv.listing.channels(project, app) });
+  const items = await srv.listing.channels(project, app);
+  // `history=1`: each channel with its earlier positions, newest first (the store keeps 100).
+  if (c.query.get('history') === '1') {
+    const full = await Promise.all(items.map(async (ch) => ({ ...ch, history: (await srv.store.getChannel(project, app, ch.name).catch(() => undefined))?.history ?? [] })));
+    return sendJson(c.req, c.res, 200, { items: full });
+  }
+  await sendJson(c.req, c.res, 200, { items });
 }
 
 /**
