@@ -29,3 +29,4 @@ export { TargetState, type AppliedVersion, type TargetStateFile } from './apply/
 export { verifyTarget, type VerifyResult, type VerifyProblem } from './apply/verify.js';
 export * from './copy.js';
 export * from './durability.js';
+export * from './deploy-status.js';

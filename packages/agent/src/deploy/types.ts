@@ -2,25 +2,9 @@
 // deploy reports (DeployStatusReport), calls back with (DeployCallbackPayload), and records for its
 // health checks (HealthCheckResult) and rollbacks (RollbackResult). The names are the API's.
 
-export const DEPLOY_STATUSES = [
-  'pending',
-  'executing',
-  'script_running',
-  'health_check',
-  'uploading',
-  'extracting',
-  'installing',
-  'pulling',
-  'stopping',
-  'starting',
-  'success',
-  'failed',
-  'timeout',
-  'rolling_back',
-  'rolled_back',
-  'rollback_failed',
-] as const;
-export type DeployStatus = (typeof DEPLOY_STATUSES)[number];
+import type { DeployStatus, DeployType } from '@kk/core';
+
+export { DEPLOY_STATUSES, type DeployStatus, type DeployType } from '@kk/core';
 
 /** Statuses a deploy ends in (failed and timeout may still be followed by a rollback). */
 export const TERMINAL_STATUSES: readonly DeployStatus[] = ['success', 'failed', 'timeout', 'rolled_back', 'rollback_failed'];
@@ -28,7 +12,6 @@ export function isTerminal(s: DeployStatus): boolean {
   return TERMINAL_STATUSES.includes(s);
 }
 
-export type DeployType = 'kk' | 'shell' | 'tar' | 'docker';
 export type CommandType = 'deploy.kk' | 'deploy.shell' | 'deploy.tar' | 'deploy.docker' | 'deploy.rollback';
 
 /** The seed's progress ranges: tar upload 0-30, extract 30-60, install 60-90, health 90-100. */

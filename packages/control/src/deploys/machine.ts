@@ -1,35 +1,17 @@
 // The deploy state machine as data (seed 003 statuses): which status may follow which. Every
 // change goes through `transitionDeploy`, which updates the row only if it is still in the
 // expected status, appends the status history and a `deploy.<status>` event in one transaction.
+import { DEPLOY_FINAL_STATUSES, DEPLOY_STATUSES, type DeployStatus, type DeployType } from '@kk/core';
 import type { Kysely, Transaction } from 'kysely';
 import type { Events } from '../events.js';
 import type { DeploysDatabase } from './schema.js';
 
-export const DEPLOY_STATUSES = [
-  'pending',
-  'executing',
-  'script_running',
-  'health_check',
-  'uploading',
-  'extracting',
-  'installing',
-  'pulling',
-  'stopping',
-  'starting',
-  'success',
-  'failed',
-  'timeout',
-  'rolling_back',
-  'rolled_back',
-  'rollback_failed',
-] as const;
-export type DeployStatus = (typeof DEPLOY_STATUSES)[number];
-export type DeployType = 'kk' | 'shell' | 'tar' | 'docker';
+export { DEPLOY_STATUSES, type DeployStatus, type DeployType };
 
 /** The work stages of the kinds (they may follow each other in any order: kk runs hooks between). */
 const WORK: DeployStatus[] = ['executing', 'script_running', 'uploading', 'extracting', 'installing', 'pulling', 'stopping', 'starting'];
 /** Statuses a deploy ends in. failed and timeout end it only when no rollback follows. */
-export const FINAL_STATUSES: readonly DeployStatus[] = ['success', 'rolled_back', 'rollback_failed'];
+export const FINAL_STATUSES = DEPLOY_FINAL_STATUSES;
 
 export const DEPLOY_TRANSITIONS: Record<DeployStatus, readonly DeployStatus[]> = Object.fromEntries(
   DEPLOY_STATUSES.map((s) => {
