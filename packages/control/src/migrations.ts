@@ -8,7 +8,7 @@ import { KkError } from '@kk/core';
 import { type Kysely, sql } from 'kysely';
 import type { ControlDb, DialectName, Executor } from './db.js';
 import { fleetMigration } from './fleet/migration.js';
-import { deploysMigration } from './deploys/migration.js';
+import { deploysClaimMigration, deploysMigration } from './deploys/migration.js';
 
 export interface Migration {
   version: number;
@@ -176,6 +176,7 @@ export const MIGRATIONS: Migration[] = [
   },
   fleetMigration(2),
   deploysMigration(3),
+  deploysClaimMigration(4),
 ];
 
 /** The highest schema version this code knows. */

@@ -153,4 +153,44 @@ describeDialects('deploys', (ctx) => {
     expect(p2.items.map((x) => x.id)).toEqual(ids.slice().reverse().slice(3));
     expect(p2.next_cursor).toBeUndefined();
   });
+  it('claims fence reports by attempt; a lost claim is claimable again after the lease; manual rollback; the docker monitor keeps the last report per container', async () => {
+    const c = await ctx.open();
+    const node = await enrolled(c, 'web-1');
+    expect(await c.deploys.claim(node.id)).toBeUndefined();
+    const { deploy } = await c.deploys.create({ node: node.id, deploy_type: 'kk', spec: kkSpec('v1'), by: 'tok' });
+    const first = await c.deploys.claim(node.id);
+    expect(first?.deploy.id).toBe(deploy.id);
+    // Claimed and nothing reported yet: not handed out twice within the lease.
+    expect(await c.deploys.claim(node.id)).toBeUndefined();
+    // The lease lapsed (a lease of -1 ms: any earlier claim has lapsed).
+    const second = await c.deploys.claim(node.id, -1);
+    expect(second?.deploy.id).toBe(deploy.id);
+    expect(second!.attempt_id).not.toBe(first!.attempt_id);
+    // The first attempt no longer holds it.
+    const stale = await caught(c.deploys.report(deploy.id, node.id, { status: 'executing', progress: 5 }, first!.attempt_id));
+    expect(isKkError(stale, 'LOCKED')).toBe(true);
+    expect(await c.deploys.report(deploy.id, node.id, { status: 'executing', progress: 5 }, second!.attempt_id)).toBe(true);
+    // Started: never claimed again.
+    expect(await c.deploys.claim(node.id, -1)).toBeUndefined();
+    const cb = { callback_id: deploy.id, command_type: 'deploy.kk', deploy_type: 'kk' as const, status: 'success' as const, success: true, result: { version: 'v1' }, error: '', duration: 1, timestamp: new Date().toISOString() };
+    expect(isKkError(await caught(c.deploys.complete(deploy.id, node.id, cb, first!.attempt_id)), 'LOCKED')).toBe(true);
+    expect(await c.deploys.complete(deploy.id, node.id, cb, second!.attempt_id)).toBe(true);
+    expect((await c.deploys.get(deploy.id))?.status).toBe('success');
+
+    // A manual rollback: a deploy.rollback deploy of the same spec; the version it takes away is marked bad.
+    const rb = await c.deploys.rollback(deploy.id, { by: 'tok' });
+    expect(rb.deploy).toMatchObject({ command_type: 'deploy.rollback', rollback_of: deploy.id, status: 'pending', target: 'kk:/srv/web' });
+    expect(isKkError(await caught(c.deploys.rollback(deploy.id, { by: 'tok' })), 'LOCKED')).toBe(true);
+    const rc = await c.deploys.claim(node.id);
+    await c.deploys.report(rb.deploy.id, node.id, { status: 'rolling_back', progress: 0 }, rc!.attempt_id);
+    await c.deploys.complete(rb.deploy.id, node.id, { ...cb, callback_id: rb.deploy.id, command_type: 'deploy.rollback', status: 'rolled_back', result: { bad_version: 'v1' } }, rc!.attempt_id);
+    expect((await c.deploys.get(rb.deploy.id))?.status).toBe('rolled_back');
+    expect(await c.deploys.isBad(node.id, 'kk:/srv/web', 'v1')).toBe(true);
+    expect(isKkError(await caught(c.deploys.rollback(rb.deploy.id, { by: 'tok' })), 'NOTHING_TO_ROLLBACK')).toBe(true);
+
+    expect(await c.deploys.recordMonitor(node.id, [{ name: 'web', state: 'running' }, { name: 'db', state: 'exited' }])).toBe(2);
+    expect(await c.deploys.recordMonitor(node.id, [{ name: 'web', state: 'paused' }])).toBe(1);
+    const mon = await c.deploys.monitor(node.id);
+    expect(mon).toMatchObject([{ name: 'web', report: { name: 'web', state: 'paused' } }]);
+  });
 });

@@ -90,6 +90,22 @@ export interface DeployPage {
   next_cursor?: string;
 }
 
+export interface DeployClaim {
+  deploy: DeployRecord;
+  attempt_id: string;
+}
+
+/** How long a claim with no report after it holds the deploy. */
+export const CLAIM_LEASE_MS = 30_000;
+/** Containers kept per node by the docker monitor. */
+const MONITOR_MAX = 500;
+
+/** LOCKED unless the report names the attempt that holds the deploy (when a caller names one). */
+function fence(id: string, holder: string | null, attempt: string | undefined): void {
+  if (attempt === undefined || holder === attempt) return;
+  throw new KkError('LOCKED', `attempt ${attempt} does not hold deploy ${id}${holder ? '' : ' (it was never claimed)'}`, { hint: 'an agent reports only the deploys it claimed' });
+}
+
 export function isUniqueViolation(err: unknown): boolean {
   const e = err as { code?: string } | undefined;
   return e?.code === '23505' || e?.code === 'SQLITE_CONSTRAINT_UNIQUE' || e?.code === 'SQLITE_CONSTRAINT_PRIMARYKEY';
@@ -194,7 +210,8 @@ export class Deploys {
       return await this.tx(async (tx) => {
         const node = await tx.selectFrom('nodes').select(['id', 'name']).where((eb) => eb.or([eb('id', '=', input.node), eb('name', '=', input.node)])).executeTakeFirst();
         if (!node) throw new KkError('NOT_FOUND', `node ${input.node} does not exist`, { hint: 'list nodes with kk node list' });
-        if (version && !input.force) {
+        // A rollback puts back what was there before: the version it names is the one being removed.
+        if (version && !input.force && !input.rollback_of) {
           const bad = await tx.selectFrom('deploy_bad_versions').selectAll().where('target', '=', `${node.id}:${target}`).where('version', '=', version).executeTakeFirst();
           if (bad) throw new KkError('CONFIG_INVALID', `${version} is marked bad for ${target} on ${node.name} (deploy ${bad.deploy}: ${bad.reason})`, { hint: 'deploy a newer version, or force it' });
         }
@@ -225,6 +242,8 @@ export class Deploys {
             updated: time,
             finished: null,
             deadline_ms: nowMs + (input.deadline_ms ?? 30 * 60_000),
+            attempt_id: null,
+            claimed_ms: null,
           })
           .execute();
         await tx.insertInto('deploy_status_history').values({ deploy: id, time, from_status: null, to_status: 'pending', progress: 0, message: 'queued' }).execute();
@@ -286,12 +305,13 @@ export class Deploys {
    * FORBIDDEN; one for a finished deploy, or a step the table does not allow, changes nothing
    * (false): reports are best effort and may arrive late.
    */
-  async report(id: string, node: string, r: StatusReportInput): Promise<boolean> {
+  async report(id: string, node: string, r: StatusReportInput, attempt?: string): Promise<boolean> {
     if (!(DEPLOY_STATUSES as readonly string[]).includes(r.status)) throw new KkError('CONFIG_INVALID', `unknown deploy status ${JSON.stringify(r.status)}`);
     return this.tx(async (tx) => {
-      const cur = await tx.selectFrom('deploys').select(['node', 'status', 'active']).where('id', '=', id).executeTakeFirst();
+      const cur = await tx.selectFrom('deploys').select(['node', 'status', 'active', 'attempt_id']).where('id', '=', id).executeTakeFirst();
       if (!cur) throw new KkError('NOT_FOUND', `deploy ${id} does not exist`);
       if (cur.node !== node) throw new KkError('FORBIDDEN', `deploy ${id} belongs to another node`);
+      fence(id, cur.attempt_id, attempt);
       await this.appendLogs(tx, id, r.logs ?? []);
       const from = cur.status as DeployStatus;
       if (!cur.active || !deployAllowed(from, r.status)) return false;
@@ -306,13 +326,14 @@ export class Deploys {
    * the target when the deploy failed; the callback queued (signed) when the deploy has a
    * callback_url. Idempotent: a second callback for a finished deploy changes nothing (false).
    */
-  async complete(id: string, node: string, p: CallbackInput): Promise<boolean> {
+  async complete(id: string, node: string, p: CallbackInput, attempt?: string): Promise<boolean> {
     if (p.callback_id !== id) throw new KkError('CONFIG_INVALID', `callback_id ${p.callback_id} is not deploy ${id}`);
     if (!(DEPLOY_STATUSES as readonly string[]).includes(p.status)) throw new KkError('CONFIG_INVALID', `unknown deploy status ${JSON.stringify(p.status)}`);
     return this.tx(async (tx) => {
       const cur = await tx.selectFrom('deploys').selectAll().where('id', '=', id).executeTakeFirst();
       if (!cur) throw new KkError('NOT_FOUND', `deploy ${id} does not exist`);
       if (cur.node !== node) throw new KkError('FORBIDDEN', `deploy ${id} belongs to another node`);
+      fence(id, cur.attempt_id, attempt);
       if (!cur.active) return false;
       const from = cur.status as DeployStatus;
       const to = deployAllowed(from, p.status) ? p.status : from;
@@ -334,7 +355,8 @@ export class Deploys {
       );
       if (!ok) return false;
       const bad = typeof p.result?.bad_version === 'string' ? p.result.bad_version : undefined;
-      if (bad && !p.success) await this.markBad(tx, `${cur.node}:${cur.target}`, bad, id, p.error || to, time);
+      // A failed deploy marks what it put there; a manual rollback marks what it took away.
+      if (bad && (!p.success || cur.rollback_of)) await this.markBad(tx, `${cur.node}:${cur.target}`, bad, id, p.error || to, time);
       if (cur.callback_url) await this.enqueueCallback(tx, cur.callback_url, id, { ...p, status: to });
       return true;
     });
@@ -360,6 +382,71 @@ export class Deploys {
       if (ok) out.push(d.id);
     }
     return out;
+  }
+
+  /**
+   * The node's pending deploy for its agent, under a fresh attempt id that every later report
+   * and the callback must name (a stale attempt is LOCKED). A claim that no report follows within
+   * `leaseMs` (the answer was lost, the agent died before it started) may be claimed again.
+   */
+  async claim(node: string, leaseMs = CLAIM_LEASE_MS): Promise<DeployClaim | undefined> {
+    const nowMs = this.now();
+    return this.tx(async (tx) => {
+      const r = await tx.selectFrom('deploys').select('id').where('node', '=', node).where('active', '=', 1).where('status', '=', 'pending').executeTakeFirst();
+      if (!r) return undefined;
+      const attempt = `da-${timeId(nowMs)}`;
+      const u = await tx
+        .updateTable('deploys')
+        .set({ attempt_id: attempt, claimed_ms: nowMs })
+        .where('id', '=', r.id)
+        .where('status', '=', 'pending')
+        .where('active', '=', 1)
+        .where((eb) => eb.or([eb('claimed_ms', 'is', null), eb('claimed_ms', '<', nowMs - leaseMs)]))
+        .executeTakeFirst();
+      if (u.numUpdatedRows === 0n) return undefined;
+      const row = await tx.selectFrom('deploys').selectAll().where('id', '=', r.id).executeTakeFirstOrThrow();
+      return { deploy: fromRow(row), attempt_id: attempt };
+    });
+  }
+
+  /**
+   * A manual rollback of a finished deploy (seed deploy-25): a new `deploy.rollback` deploy on the
+   * same node and target, which the agent runs from what the original saved. NOTHING_TO_ROLLBACK
+   * for a deploy that is still running or was already rolled back; LOCKED when the node is busy.
+   */
+  async rollback(id: string, input: { by: string; callback_url?: string; idempotency_key?: string }): Promise<{ deploy: DeployRecord; created: boolean }> {
+    const orig = await this.get(id);
+    if (!orig) throw new KkError('NOT_FOUND', `deploy ${id} does not exist`, { hint: 'list a node\'s deploys with kk deploy list --node N' });
+    if (orig.active) throw new KkError('NOTHING_TO_ROLLBACK', `deploy ${id} is still ${orig.status}`, { hint: 'wait for it to finish (it rolls back on its own when it fails)' });
+    if (orig.status === 'rolled_back' || orig.status === 'rollback_failed') throw new KkError('NOTHING_TO_ROLLBACK', `deploy ${id} was already rolled back (${orig.status})`);
+    const cb = input.callback_url ?? orig.callback_url;
+    return this.create({
+      node: orig.node,
+      deploy_type: orig.deploy_type,
+      spec: orig.spec,
+      by: input.by,
+      rollback_of: id,
+      ...(cb ? { callback_url: cb } : {}),
+      ...(input.idempotency_key ? { idempotency_key: input.idempotency_key } : {}),
+    });
+  }
+
+  /** The docker monitor's reports from a node (seed deploy-27): the last one per container, replacing the node's set. */
+  async recordMonitor(node: string, reports: { name: string; [k: string]: unknown }[]): Promise<number> {
+    const time = new Date(this.now()).toISOString();
+    return this.tx(async (tx) => {
+      await tx.deleteFrom('docker_monitor').where('node', '=', node).execute();
+      for (const r of reports.slice(0, MONITOR_MAX)) {
+        await tx.insertInto('docker_monitor').values({ node, name: String(r.name).slice(0, 200), report: JSON.stringify(r), time }).execute();
+      }
+      return Math.min(reports.length, MONITOR_MAX);
+    });
+  }
+
+  /** What the node's agent last reported about the containers it deployed (seed deploy-28). */
+  async monitor(node: string): Promise<{ name: string; received: string; report: Record<string, unknown> }[]> {
+    const rows = await this.db.selectFrom('docker_monitor').selectAll().where('node', '=', node).orderBy('name').execute();
+    return rows.map((r) => ({ name: r.name, received: r.time, report: JSON.parse(r.report) as Record<string, unknown> }));
   }
 
   async isBad(node: string, target: string, version: string): Promise<boolean> {

@@ -84,3 +84,30 @@ export function deploysMigration(version: number): Migration {
     },
   };
 }
+
+const claimStatements = (): string[] => [
+  // Which agent attempt owns a deploy: set when the node's agent claims it; every report names it.
+  `alter table deploys add column attempt_id text`,
+  `alter table deploys add column claimed_ms bigint`,
+  // The docker monitor (seed deploy-26..28): the last report per container the node's agent deployed.
+  `create table docker_monitor (
+    node text not null references nodes (id) on delete cascade,
+    name text not null,
+    report text not null,
+    time text not null,
+    primary key (node, name)
+  )`,
+];
+
+export const DEPLOYS_CLAIM_MIGRATION_NAME = 'deploys: claim attempts, docker monitor';
+
+/** Claims fenced by attempt id, and the docker monitor's last reports. */
+export function deploysClaimMigration(version: number): Migration {
+  return {
+    version,
+    name: DEPLOYS_CLAIM_MIGRATION_NAME,
+    async up(db: Kysely<any>) {
+      for (const s of claimStatements()) await sql.raw(s).execute(db);
+    },
+  };
+}

@@ -31,6 +31,9 @@ export interface DeploysTable {
   updated: string;
   finished: string | null;
   deadline_ms: number;
+  /** The agent attempt that claimed it (every report must name it). Migration 4. */
+  attempt_id: string | null;
+  claimed_ms: number | null;
 }
 
 export interface DeployStatusHistoryTable {
@@ -58,7 +61,16 @@ export interface DeployBadVersionsTable {
   marked: string;
 }
 
+export interface DockerMonitorTable {
+  node: string;
+  name: string;
+  /** JSON of the agent's ContainerReport. */
+  report: string;
+  time: string;
+}
+
 export interface DeploysDatabase extends Database {
+  docker_monitor: DockerMonitorTable;
   deploys: DeploysTable;
   deploy_status_history: DeployStatusHistoryTable;
   deploy_logs: DeployLogsTable;
