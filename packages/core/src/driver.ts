@@ -16,6 +16,12 @@ export interface DriverCapabilities {
   deletion: boolean;
   /** `hasMany` is answered in few backend requests rather than one per key. */
   batchExists: boolean;
+  /**
+   * The backend cannot hold one object per chunk (an OCI registry, a tar archive): every chunk
+   * goes into a pack (PACKS.md), `chunks/` keys are never written, and a store created on it
+   * records the pack policy `all`. Absent: false.
+   */
+  packsOnly?: boolean;
 }
 
 export interface ObjectInfo {

@@ -13,6 +13,7 @@ import { acquirePushLease, type LockTimings } from './locks.js';
 import { type ProgressCallback, phaseReporter } from './progress.js';
 import { defaultStateRoot, pathKey } from './state.js';
 import { type RetentionResult, applyRetention } from './retention.js';
+import { type ChunkMap, type ChunkMapEntry, PackWriter, type SealedPack, packsChunk } from './pack.js';
 
 export interface PushOptions extends ScanOptions {
   store: Store;
@@ -62,6 +63,9 @@ export interface PushResult {
   bytesUploaded: number;
   /** Bytes actually sent to the store (after compression). */
   bytesUploadedStored: number;
+  /** Packs written (their chunks count in chunksUploaded), and chunks found in packs of earlier versions. */
+  packsUploaded: number;
+  chunksReusedFromPacks: number;
   /** Deltas stored against the previous version's chunks, and their bytes. */
   deltas: number;
   bytesDeltas: number;
@@ -179,7 +183,7 @@ export async function push(opts: PushOptions): Promise<PushResult> {
       });
     }
     // Chunks the store lost (`kk fsck --repair` quarantined damaged ones) are sent again.
-    const restored = await restoreChunks(store, hasher, source, opts);
+    const restored = await restoreChunks(store, hasher, source, opts, existing.chunkMap);
     return {
       ...emptyResult(opts, existing.manifest, scan, toHash.length, bytesHashed, filesCached),
       ...restored,
@@ -203,19 +207,53 @@ export async function push(opts: PushOptions): Promise<PushResult> {
   let chunksUploaded = 0;
   let bytesUploaded = 0;
   let bytesUploadedStored = 0;
+  let packsUploaded = 0;
+  let chunksReusedFromPacks = 0;
   let status: 'created' | 'unchanged';
   let digest: Digest;
   try {
-    const missing = await store.missingChunks(source.keys());
+    // Under the lease: what earlier versions packed is found in their chunk maps (GC keeps the
+    // packs of chunks a lease names), the rest is asked for loose (PACKS.md "Dedup").
+    const policy = store.config.packs;
+    const known = policy ? await recentChunkMaps(store, opts.project, opts.app) : [];
+    const packed: ChunkMapEntry[] = [];
+    if (known.length) {
+      for (const d of source.keys()) {
+        for (const m of known) {
+          const e = m.find(d);
+          if (e) {
+            packed.push(e);
+            break;
+          }
+        }
+      }
+      chunksReusedFromPacks = packed.length;
+    }
+    const inPacks = new Set(packed.map((e) => e.digest));
+    const rest = [...source.keys()].filter((d) => !inPacks.has(d));
+    const missing = store.driver.capabilities.packsOnly ? rest : await store.missingChunks(rest);
     const up = phaseReporter(opts.onProgress, 'upload', missing.length, missing.reduce((s, d) => s + source.get(d)!.size, 0));
-    // Chunks travel to the pool in batches (one message per ~8 MiB), and to the store one by one.
+    const writer = policy ? new PackWriter(policy.target) : undefined;
+    const storePack = async (p: SealedPack) => {
+      await store.putPack(p.digest, p.bytes);
+      packsUploaded++;
+      bytesUploadedStored += p.bytes.length;
+      packed.push(...p.entries);
+    };
+    // Chunks travel to the pool in batches (one message per ~2 MiB); small ones to the store in
+    // packs, large ones one by one.
     await forEachLimit(batchChunks(missing, source), hasher.threads + 1, async (batch) => {
       const objects = await hasher.encodeChunks(batch, store.config.compression);
       await forEachLimit(objects.keys(), opts.concurrency ?? 8, async (i) => {
         const r = objects[i]!;
         const src = batch[i]!;
         if (!r.ok) throw new KkError('SOURCE_INVALID', r.reason, { hint: 'push from a finished build directory' });
-        if (await store.putChunkObject(src.digest, r.object)) {
+        if (writer && packsChunk(policy, src.size)) {
+          const full = writer.add(src.digest, r.object, src.size);
+          chunksUploaded++;
+          bytesUploaded += src.size;
+          if (full) await storePack(full);
+        } else if (await store.putChunkObject(src.digest, r.object)) {
           chunksUploaded++;
           bytesUploaded += src.size;
           bytesUploadedStored += r.object.length;
@@ -223,11 +261,15 @@ export async function push(opts: PushOptions): Promise<PushResult> {
         up.add(1, src.size);
       });
     });
+    const last = writer?.finish();
+    if (last) await storePack(last);
     up.end();
+    // Packs before the chunk map, the chunk map before the manifest and the ref that name it.
+    const chunkMap = packed.length ? (await store.putChunkMap(packed)).digest : undefined;
     digest = await store.putManifest(manifest);
     // Chunks and manifest durable before the ref names them; the ref durable before we return.
     await store.flush();
-    status = await store.putRef(opts.project, opts.app, opts.version, digest, opts.by);
+    status = await store.putRef(opts.project, opts.app, opts.version, digest, opts.by, undefined, chunkMap);
     await store.flush();
   } catch (err) {
     // A store out of space: nothing names the chunks written so far (no ref), GC sweeps them.
@@ -273,12 +315,28 @@ export async function push(opts: PushOptions): Promise<PushResult> {
     chunksUploaded,
     bytesUploaded,
     bytesUploadedStored,
+    packsUploaded,
+    chunksReusedFromPacks,
     deltas: deltaStats.deltas,
     bytesDeltas: deltaStats.bytes,
     durationMs: Math.round(performance.now() - t0),
   };
   if (retention) result.retention = retention;
   return result;
+}
+
+/** Versions of the app whose chunk maps a push consults for packed chunks it can reuse. */
+const DEDUP_VERSIONS = 3;
+
+/** The chunk maps of the app's newest versions: the push's index of packed chunks (PACKS.md). */
+async function recentChunkMaps(store: Store, project: string, app: string): Promise<ChunkMap[]> {
+  const versions = await store.listVersions(project, app);
+  const maps: ChunkMap[] = [];
+  for (const v of versions) {
+    if (maps.length >= DEDUP_VERSIONS) break;
+    if (v.chunkMap) maps.push(await store.getChunkMap(v.chunkMap));
+  }
+  return maps;
 }
 
 function missingBytes(source: Map<Digest, { size: number }>): number {
@@ -293,12 +351,15 @@ async function restoreChunks(
   hasher: Hasher,
   source: Map<Digest, { abs: string; offset: number; size: number }>,
   opts: PushOptions,
+  chunkMap: Digest | undefined,
 ): Promise<{ chunksUploaded: number; bytesUploaded: number; bytesUploadedStored: number }> {
   const out = { chunksUploaded: 0, bytesUploaded: 0, bytesUploadedStored: 0 };
-  if (!(await store.missingChunks(source.keys())).length) return out;
+  // Chunks in the version's packs are there (fsck checks packs); loose ones may have been quarantined.
+  const maps = chunkMap ? [await store.getChunkMap(chunkMap)] : [];
+  if (store.driver.capabilities.packsOnly || !(await store.missingChunks(source.keys(), maps)).length) return out;
   const lease = await acquirePushLease(store, [...source.keys()], opts.locks);
   try {
-    const missing = await store.missingChunks(source.keys());
+    const missing = await store.missingChunks(source.keys(), maps);
     await forEachLimit(batchChunks(missing, source), hasher.threads + 1, async (batch) => {
       const objects = await hasher.encodeChunks(batch, store.config.compression);
       await forEachLimit(objects.keys(), opts.concurrency ?? 8, async (i) => {
@@ -342,6 +403,8 @@ function emptyResult(
     chunksUploaded: 0,
     bytesUploaded: 0,
     bytesUploadedStored: 0,
+    packsUploaded: 0,
+    chunksReusedFromPacks: 0,
     deltas: 0,
     bytesDeltas: 0,
     durationMs: 0,

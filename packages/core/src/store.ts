@@ -8,6 +8,18 @@ import { type Manifest, decodeManifest, encodeManifest, manifestKey } from './ma
 import { assertAppName, assertChannelName, assertProjectName, assertVersionName } from './names.js';
 import { type ChunkingParams, assertChunkingParams, chunkingFor } from './chunking.js';
 import { type CompressionPolicy, DEFAULT_COMPRESSION } from './hash/codec.js';
+import {
+  ALL_PACKS_POLICY,
+  type ChunkMap,
+  type ChunkMapEntry,
+  type PackPolicy,
+  assertPackPolicy,
+  chunkMapKey,
+  coalesceRanges,
+  decodeChunkMap,
+  encodeChunkMap,
+  packKey,
+} from './pack.js';
 
 export const STORE_FORMAT = 'kk-store/1';
 export const STORE_CONFIG_KEY = 'kk-store.json';
@@ -16,11 +28,15 @@ export interface StoreConfig {
   format: typeof STORE_FORMAT;
   chunking: ChunkingParams;
   compression: CompressionPolicy;
+  /** Which chunks go into packs (DESIGN 11, PACKS.md); absent in stores made before packs: loose only. */
+  packs?: PackPolicy;
   created: string;
 }
 
 export interface Ref {
   manifest: Digest;
+  /** The version's chunk map, when some of its chunks live in packs. */
+  chunkMap?: Digest;
   created: string;
   by: string;
 }
@@ -51,6 +67,12 @@ export interface OpenStoreOptions {
   /** Exact chunking for a new store (copying a store keeps its boundaries); wins over avgChunkSize. */
   chunking?: ChunkingParams;
   compression?: CompressionPolicy;
+  /**
+   * Pack policy of a new store: `kk push` passes DEFAULT_PACK_POLICY (small chunks in packs).
+   * Absent or `false`: every chunk loose (the format before packs). Always `all` when the driver
+   * declares `packsOnly`.
+   */
+  packs?: PackPolicy | false;
 }
 
 export function chunkKey(d: Digest): string {
@@ -87,8 +109,15 @@ export function defaultActor(): string {
 }
 
 const HAS_MANY_BATCH = 1000;
+/** Chunk maps a Store keeps decoded (LRU), and chunk maps of read refs it remembers to consult. */
+const LOADED_MAPS = 32;
+const KNOWN_MAPS = 256;
 
 export class Store {
+  /** Chunk maps named by refs this instance read (or given to useChunkMap), newest last. */
+  private readonly knownMaps = new Set<Digest>();
+  private readonly loadedMaps = new Map<Digest, ChunkMap>();
+
   private constructor(
     readonly driver: Driver,
     readonly config: StoreConfig,
@@ -104,12 +133,15 @@ export class Store {
       });
     }
     const w = writable(driver);
+    const packsOnly = !!driver.capabilities.packsOnly;
     const config: StoreConfig = {
       format: STORE_FORMAT,
       chunking: opts.chunking ?? chunkingFor(opts.avgChunkSize),
       compression: opts.compression ?? DEFAULT_COMPRESSION,
       created: new Date().toISOString(),
     };
+    if (packsOnly) config.packs = { ...ALL_PACKS_POLICY, target: opts.packs ? opts.packs.target : ALL_PACKS_POLICY.target };
+    else if (opts.packs) config.packs = opts.packs;
     await backend(driver, () => w.putIfAbsent(STORE_CONFIG_KEY, Buffer.from(JSON.stringify(config, null, 2))));
     // Another creator may have won the race: whatever is stored now is the truth.
     const stored = await backend(driver, () => driver.get(STORE_CONFIG_KEY));
@@ -149,10 +181,15 @@ export class Store {
 
   // ---- chunks ----
 
-  /** Digests (deduplicated) that the store lacks, in first-seen order. */
-  async missingChunks(digests: Iterable<Digest>): Promise<Digest[]> {
-    const unique = [...new Set(digests)];
+  /**
+   * Digests (deduplicated) that the store lacks, in first-seen order. Chunks listed in one of
+   * `chunkMaps` count as present (their packs are the caller's to check); the rest are looked
+   * up as loose objects.
+   */
+  async missingChunks(digests: Iterable<Digest>, chunkMaps: readonly ChunkMap[] = []): Promise<Digest[]> {
+    let unique = [...new Set(digests)];
     unique.forEach((d) => assertDigest(d, 'chunk digest'));
+    if (chunkMaps.length) unique = unique.filter((d) => !chunkMaps.some((m) => m.find(d)));
     const missing: Digest[] = [];
     for (let i = 0; i < unique.length; i += HAS_MANY_BATCH) {
       const batch = unique.slice(i, i + HAS_MANY_BATCH);
@@ -168,18 +205,135 @@ export class Store {
   async putChunkObject(digest: Digest, object: Uint8Array): Promise<boolean> {
     assertDigest(digest, 'chunk digest');
     if (object.length < 1 || object[0]! > 1) throw new TypeError('not an encoded chunk object');
+    if (this.driver.capabilities.packsOnly) throw new TypeError(`the ${this.driver.name} store keeps every chunk in a pack`);
     return this.call(() => this.writer.putIfAbsent(chunkKey(digest), object));
   }
 
   /**
-   * The stored object of a chunk, still encoded. Callers verify it while decoding (the Hasher's
-   * decodeChunk / writeChunk); a missing chunk is NOT_FOUND.
+   * The stored object of a chunk, still encoded: from a pack (found through the chunk maps of
+   * refs this Store read, or given to useChunkMap) with a range read, else the loose object.
+   * Callers verify it while decoding (the Hasher's decodeChunk / writeChunk); a missing chunk
+   * is NOT_FOUND.
    */
   async getChunkObject(digest: Digest): Promise<Buffer> {
     assertDigest(digest, 'chunk digest');
-    const obj = await this.call(() => this.driver.get(chunkKey(digest)));
-    if (!obj) throw new KkError('NOT_FOUND', `chunk ${digest} is missing from the store`, { details: { digest } });
-    return obj;
+    let at = await this.locate(digest, false);
+    if (at) return this.readPacked(at);
+    const obj = this.driver.capabilities.packsOnly ? undefined : await this.call(() => this.driver.get(chunkKey(digest)));
+    if (obj) return obj;
+    at = await this.locate(digest, true);
+    if (at) return this.readPacked(at);
+    throw new KkError('NOT_FOUND', `chunk ${digest} is missing from the store`, { details: { digest } });
+  }
+
+  /**
+   * Many chunk objects, still encoded (callers verify them): chunks in one pack whose ranges
+   * are near each other come with one range read. NOT_FOUND names the first missing chunk.
+   */
+  async getChunkObjects(digests: readonly Digest[], concurrency = 8): Promise<Map<Digest, Buffer>> {
+    const out = new Map<Digest, Buffer>();
+    const packed: ChunkMapEntry[] = [];
+    const loose: Digest[] = [];
+    for (const d of new Set(digests)) {
+      assertDigest(d, 'chunk digest');
+      const at = await this.locate(d, true);
+      if (at) packed.push(at);
+      else loose.push(d);
+    }
+    await forEachLimit(coalesceRanges(packed), concurrency, async (g) => {
+      const bytes = await this.call(() => this.driver.get(packKey(g.pack), { start: g.start, end: g.end }));
+      for (const e of g.entries) out.set(e.digest, this.slicePacked(e, bytes, g.start));
+    });
+    await forEachLimit(loose, concurrency, async (d) => {
+      out.set(d, await this.getChunkObject(d));
+    });
+    return out;
+  }
+
+  /** Consult this chunk map (a version's, from its ref) when looking for packed chunks. */
+  useChunkMap(digest: Digest): void {
+    assertDigest(digest, 'chunk map digest');
+    this.knownMaps.delete(digest);
+    this.knownMaps.add(digest);
+    if (this.knownMaps.size > KNOWN_MAPS) this.knownMaps.delete(this.knownMaps.values().next().value!);
+  }
+
+  /** Where a packed chunk lives, searching decoded chunk maps (and with `load`, the known rest). */
+  private async locate(digest: Digest, load: boolean): Promise<ChunkMapEntry | undefined> {
+    for (const m of this.loadedMaps.values()) {
+      const e = m.find(digest);
+      if (e) return e;
+    }
+    if (!load) {
+      // The first lookup of a store with packs loads the newest known map rather than a 404.
+      const newest = [...this.knownMaps].at(-1);
+      if (!newest || this.loadedMaps.has(newest)) return undefined;
+      return (await this.getChunkMap(newest)).find(digest);
+    }
+    for (const d of [...this.knownMaps].reverse()) {
+      if (this.loadedMaps.has(d)) continue;
+      const e = (await this.getChunkMap(d)).find(digest);
+      if (e) return e;
+    }
+    return undefined;
+  }
+
+  private async readPacked(e: ChunkMapEntry): Promise<Buffer> {
+    const bytes = await this.call(() => this.driver.get(packKey(e.pack), { start: e.offset, end: e.offset + e.length - 1 }));
+    return this.slicePacked(e, bytes, e.offset);
+  }
+
+  private slicePacked(e: ChunkMapEntry, bytes: Buffer | undefined, start: number): Buffer {
+    if (!bytes) {
+      throw new KkError('NOT_FOUND', `chunk ${e.digest} is missing from the store: its pack ${e.pack} is gone`, { details: { digest: e.digest, pack: e.pack } });
+    }
+    const from = e.offset - start;
+    if (bytes.length < from + e.length) {
+      throw new KkError('CHUNK_CORRUPT', `chunk ${e.digest} is damaged: pack ${e.pack} is shorter than its chunk map says`, {
+        hint: 'the store holds damaged data: run `kk fsck --store <store> --repair`, then push the version again from its build',
+        details: { digest: e.digest, pack: e.pack },
+      });
+    }
+    return bytes.subarray(from, from + e.length);
+  }
+
+  // ---- packs and chunk maps (DESIGN 11) ----
+
+  /** Store a pack under the digest of its bytes (computed by the writer); true if this call created it. */
+  async putPack(digest: Digest, bytes: Uint8Array): Promise<boolean> {
+    assertDigest(digest, 'pack digest');
+    return this.call(() => this.writer.putIfAbsent(packKey(digest), bytes));
+  }
+
+  /** Store a version's chunk map; its digest goes into the ref. */
+  async putChunkMap(entries: Iterable<ChunkMapEntry>): Promise<{ digest: Digest; map: ChunkMap }> {
+    const { bytes, digest } = encodeChunkMap(entries);
+    await this.call(() => this.writer.putIfAbsent(chunkMapKey(digest), bytes));
+    const map = decodeChunkMap(bytes, digest);
+    this.remember(map);
+    return { digest, map };
+  }
+
+  /** A chunk map, decoded and validated (kept decoded for later lookups). */
+  async getChunkMap(digest: Digest): Promise<ChunkMap> {
+    assertDigest(digest, 'chunk map digest');
+    const cached = this.loadedMaps.get(digest);
+    if (cached) {
+      this.loadedMaps.delete(digest);
+      this.loadedMaps.set(digest, cached);
+      return cached;
+    }
+    const bytes = await this.call(() => this.driver.get(chunkMapKey(digest)));
+    if (!bytes) throw new KkError('NOT_FOUND', `chunk map ${digest} is missing from the store`, { hint: 'run `kk fsck --store <store>`', details: { digest } });
+    const map = decodeChunkMap(bytes, digest);
+    this.remember(map);
+    return map;
+  }
+
+  private remember(map: ChunkMap): void {
+    this.loadedMaps.delete(map.digest);
+    this.loadedMaps.set(map.digest, map);
+    if (this.loadedMaps.size > LOADED_MAPS) this.loadedMaps.delete(this.loadedMaps.keys().next().value!);
   }
 
   // ---- deltas (optional transfer hints) ----
@@ -226,12 +380,14 @@ export class Store {
     manifest: Digest,
     by = defaultActor(),
     created = new Date().toISOString(),
+    chunkMap?: Digest,
   ): Promise<'created' | 'unchanged'> {
     assertProjectName(project);
     assertAppName(app);
     assertVersionName(version);
     assertDigest(manifest);
-    const ref: Ref = { manifest, created, by };
+    const ref: Ref = chunkMap ? { manifest, chunkMap, created, by } : { manifest, created, by };
+    if (chunkMap) assertDigest(chunkMap, 'chunk map digest');
     const key = refKey(project, app, version);
     if (await this.call(() => this.writer.putIfAbsent(key, Buffer.from(JSON.stringify(ref))))) return 'created';
     const existing = await this.getRef(project, app, version);
@@ -247,7 +403,14 @@ export class Store {
     assertAppName(app);
     assertVersionName(version);
     const raw = await this.call(() => this.driver.get(refKey(project, app, version)));
-    return raw ? parseJson<Ref>(raw, `ref ${project}/${app}/${version}`, isRef) : undefined;
+    return raw ? this.noteRef(parseJson<Ref>(raw, `ref ${project}/${app}/${version}`, isRef)) : undefined;
+  }
+
+  /** Remember a ref's chunk map: its packed chunks are found without a loose lookup. */
+  private noteRef(ref: Ref): Ref {
+    if (isDigest(ref.chunkMap)) this.useChunkMap(ref.chunkMap);
+    else delete ref.chunkMap;
+    return ref;
   }
 
   async deleteRef(project: string, app: string, version: string): Promise<void> {
@@ -274,7 +437,7 @@ export class Store {
     const out: VersionInfo[] = [];
     await forEachLimit(names, 32, async (version) => {
       const raw = await this.call(() => this.driver.get(refKey(project, app, version)));
-      if (raw) out.push({ project, app, version, ...parseJson<Ref>(raw, `ref ${project}/${app}/${version}`, isRef) });
+      if (raw) out.push({ project, app, version, ...this.noteRef(parseJson<Ref>(raw, `ref ${project}/${app}/${version}`, isRef)) });
     });
     return out.sort((a, b) => (a.created === b.created ? (a.version < b.version ? 1 : -1) : a.created < b.created ? 1 : -1));
   }
@@ -364,6 +527,7 @@ function parseStoreConfig(raw: Uint8Array): StoreConfig {
   const c = parseJson<StoreConfig>(raw, STORE_CONFIG_KEY, (v) => (v as StoreConfig).format === STORE_FORMAT);
   assertChunkingParams(c.chunking);
   c.compression ??= { algorithm: 'none', level: 0, minSaving: 0.1 };
+  if (c.packs !== undefined) assertPackPolicy(c.packs);
   return c;
 }
 
