@@ -7,6 +7,7 @@ export * from './chunking.js';
 export * from './manifest.js';
 export * from './driver.js';
 export * from './store.js';
+export * from './pack.js';
 export { createMemoryDriver, type MemoryDriverOptions } from './drivers/memory.js';
 export { withRetry, withConcurrencyLimit, type RetryOptions } from './drivers/wrappers.js';
 export { createHasher, BytesCounter, type Hasher, type HasherOptions, type FileHashResult } from './hash/pool.js';
