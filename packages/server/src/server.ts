@@ -29,6 +29,7 @@ import { registerApiRoutes } from './routes/api.js';
 import { registerFileRoutes } from './routes/files.js';
 import { registerAdminRoutes } from './routes/admin.js';
 import { type SyncService, registerSyncRoutes } from './routes/sync.js';
+import { type DeployService, registerDeployRoutes } from './routes/deploy.js';
 
 export interface KkServerOptions {
   /** Store URL (any registered driver scheme, or a path) or an open Store. */
@@ -69,6 +70,8 @@ export class KkServer implements ServerContext {
   readonly router = new Router<RouteEntry>();
   /** The fleet's routes and background work (routes/sync.ts). */
   readonly sync: SyncService;
+  /** The deploy center's routes and deadline sweep (routes/deploy.ts). */
+  readonly deploy: DeployService;
   readonly caches: Caches;
   readonly metrics: Metrics;
   readonly tokens: TokenService;
@@ -108,6 +111,7 @@ export class KkServer implements ServerContext {
     registerFileRoutes(this);
     registerAdminRoutes(this);
     this.sync = registerSyncRoutes(this);
+    this.deploy = registerDeployRoutes(this);
   }
 
   static async create(opts: KkServerOptions): Promise<KkServer> {
@@ -198,6 +202,7 @@ export class KkServer implements ServerContext {
     this.closed = true;
     this.retention.stop();
     await this.sync.close();
+    await this.deploy.close();
     await this.webhooks.close();
     clearInterval(this.backlogTimer);
     await this.retryBacklog();
