@@ -53,7 +53,29 @@ export interface AppendResult {
 }
 
 export class Events {
+  private readonly listeners = new Set<() => void>();
+  private notifyTimer: NodeJS.Timeout | undefined;
+
   constructor(private readonly cdb: ControlDb) {}
+
+  /**
+   * Be told, soon after, that events were appended through this instance (the live stream looks
+   * at once instead of at its next poll). A hint only: the transaction may not have committed yet,
+   * and other instances' events arrive by polling.
+   */
+  subscribe(fn: () => void): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  private notifySoon(): void {
+    if (this.listeners.size === 0 || this.notifyTimer) return;
+    this.notifyTimer = setTimeout(() => {
+      this.notifyTimer = undefined;
+      for (const fn of [...this.listeners]) fn();
+    }, 20);
+    this.notifyTimer.unref();
+  }
 
   /**
    * Append an event inside `tx` (a writeTx) and fan it out to matching webhooks. Webhook event
@@ -98,6 +120,7 @@ export class Events {
         deliveries.push(id);
       }
     }
+    this.notifySoon();
     return { seq, event, deliveries };
   }
 

@@ -1,4 +1,5 @@
 // @kk/server: the kk HTTP server over any store (DESIGN 9).
+export { EVENT_STREAM_PATH, EVENT_STREAM_PROTOCOL, EVENT_STREAM_TOKEN_PREFIX, STREAM_CLOSE, type EventStream, type EventStreamOptions } from './ws.js';
 export { createKkServer, startServer, defaultDbUrl, KkServer, type KkServerOptions, type StartServerOptions, type RunningServer } from './server.js';
 export type { Call, ServerContext, RouteEntry, Handler } from './context.js';
 export {

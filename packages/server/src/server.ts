@@ -24,12 +24,15 @@ import type { AuditFields, Call, RouteEntry, ServerContext } from './context.js'
 import { type Principal, type Permission, type TokenService, formatScope, hasPermission, may, scopeCovers } from './tokens.js';
 import { Webhooks } from './webhooks.js';
 import { RetentionScheduler } from './retention.js';
+import { applyCors, registerUiRoutes } from './routes/ui.js';
 import { registerObjectRoutes } from './routes/objects.js';
 import { registerApiRoutes } from './routes/api.js';
 import { registerFileRoutes } from './routes/files.js';
 import { registerAdminRoutes } from './routes/admin.js';
 import { type SyncService, registerSyncRoutes } from './routes/sync.js';
 import { type DeployService, registerDeployRoutes } from './routes/deploy.js';
+import { type SshNodes, registerSshNodes } from './ssh-nodes.js';
+import { type EventStream, attachEventStream } from './ws.js';
 
 export interface KkServerOptions {
   /** Store URL (any registered driver scheme, or a path) or an open Store. */
@@ -72,6 +75,8 @@ export class KkServer implements ServerContext {
   readonly sync: SyncService;
   /** The deploy center's routes and deadline sweep (routes/deploy.ts). */
   readonly deploy: DeployService;
+  /** The server-side sync of ssh nodes (ssh-nodes.ts). */
+  readonly sshNodes: SshNodes;
   readonly caches: Caches;
   readonly metrics: Metrics;
   readonly tokens: TokenService;
@@ -85,6 +90,8 @@ export class KkServer implements ServerContext {
   /** Set when this start minted the first admin token (no KK_ADMIN_TOKEN, empty store). */
   initialAdminToken: string | undefined;
   private http: Server | undefined;
+  /** The WebSocket event stream (ws.ts), attached when listening. */
+  eventStream: EventStream | undefined;
   private tmp: string | undefined;
   private closed = false;
   private flushing: Promise<void> | undefined;
@@ -106,12 +113,14 @@ export class KkServer implements ServerContext {
     this.webhooks = new Webhooks(control, config, log, this.metrics);
     this.listing = new Listing(this);
     this.retention = new RetentionScheduler(this);
+    registerUiRoutes(this);
     registerObjectRoutes(this);
     registerApiRoutes(this);
     registerFileRoutes(this);
     registerAdminRoutes(this);
     this.sync = registerSyncRoutes(this);
     this.deploy = registerDeployRoutes(this);
+    this.sshNodes = registerSshNodes(this);
   }
 
   static async create(opts: KkServerOptions): Promise<KkServer> {
@@ -183,6 +192,7 @@ export class KkServer implements ServerContext {
     const { host, port } = typeof listen === 'string' ? parseListen(listen) : { host: listen.host ?? '127.0.0.1', port: listen.port };
     const http = createServer({ keepAliveTimeout: 65_000, requestTimeout: 0, headersTimeout: 60_000 }, (req, res) => void this.handle(req, res));
     this.http = http;
+    this.eventStream = attachEventStream(this, http);
     await new Promise<void>((resolve, reject) => {
       http.once('error', reject);
       http.listen(port, host, () => {
@@ -201,8 +211,10 @@ export class KkServer implements ServerContext {
     if (this.closed) return;
     this.closed = true;
     this.retention.stop();
+    await this.sshNodes.close();
     await this.sync.close();
     await this.deploy.close();
+    await this.eventStream?.close();
     await this.webhooks.close();
     clearInterval(this.backlogTimer);
     await this.retryBacklog();
@@ -382,6 +394,8 @@ export class KkServer implements ServerContext {
     };
     res.once('finish', done);
     res.once('close', done);
+    // CORS for the configured origins; a preflight is answered here (routes/ui.ts).
+    if (applyCors(this.config, req, res)) return;
     try {
       // The raw target, not a URL object: WHATWG URL parsing would resolve `..` away.
       const target = req.url ?? '/';
