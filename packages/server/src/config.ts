@@ -61,6 +61,8 @@ export interface ServerConfig {
   trustProxy: boolean;
   /** Hashing worker threads. Default: available parallelism. */
   hasherThreads?: number;
+  /** Origins allowed to call the API from a browser (CORS), e.g. the host of a separately deployed web UI; `*` for any. Default: none. */
+  corsOrigins?: string[];
   /** The control database URL (`db:` in the file; `kk serve --db`, KK_DB). Default: SQLite in the state directory. */
   db?: string;
 }
@@ -139,6 +141,15 @@ const FILE_KEYS: Record<string, (c: Partial<ServerConfig>, v: unknown) => void> 
   tmp_dir: (c, v) => (c.tmpDir = str(v, 'tmp_dir')),
   db: (c, v) => (c.db = str(v, 'db')),
   trust_proxy: (c, v) => (c.trustProxy = v === true),
+  cors_origins: (c, v) => {
+    const list = typeof v === 'string' ? [v] : v;
+    if (!Array.isArray(list)) throw new KkError('CONFIG_INVALID', 'cors_origins must be a list of origins such as https://ui.example.org (or "*")');
+    c.corsOrigins = list.map((o) => {
+      const s = str(o, 'cors_origins[]');
+      if (s !== '*' && !/^https?:\/\/[^/\s]+$/.test(s)) throw new KkError('CONFIG_INVALID', `cors_origins: ${JSON.stringify(s)} is not an origin (scheme://host[:port], no path)`);
+      return s;
+    });
+  },
   webhooks: (c, v) => {
     if (!Array.isArray(v)) throw new KkError('CONFIG_INVALID', 'webhooks must be a list');
     c.webhooks = v.map(webhookFromYaml);
