@@ -32,6 +32,8 @@ export interface AgentOptions {
   /** What the agent says about itself in heartbeats. */
   info?: () => Record<string, unknown>;
   log?: (line: string) => void;
+  /** The deploy loop (deploy-loop.ts), started and stopped with the sync loops. */
+  deploys?: { start(id: Identity): void; stop(): Promise<void> };
 }
 
 export interface AgentStats {
@@ -96,6 +98,7 @@ export class Agent {
   async start(): Promise<void> {
     const id = await this.ensureIdentity();
     this.loops = [this.heartbeatLoop(id), this.workLoop(id), this.flushLoop(id)];
+    this.opts.deploys?.start(id);
   }
 
   get running(): ClaimedTask | undefined {
@@ -110,6 +113,7 @@ export class Agent {
   /** Claim nothing more, let the current task finish, send what the outbox holds (bounded), stop. */
   async stop(flushTimeoutMs = 5_000): Promise<void> {
     this.stopping.abort();
+    await this.opts.deploys?.stop();
     await this.done();
     if (this.identity) {
       await Promise.race([this.outbox.flush(this.opts.api, this.identity).then((r) => this.noteRefused(r.refused)).catch(() => {}), sleep(flushTimeoutMs)]);
