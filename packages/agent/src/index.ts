@@ -7,3 +7,4 @@ export { DEFAULT_IGNORE, PullExecutor, ignoreRules, literalPattern, outcomeOf, t
 export { identityFile, loadIdentity, saveIdentity, type StoredIdentity } from './identity.js';
 export { Outbox, type FlushResult, type OutboxEntry } from './outbox.js';
 export * as deploy from './deploy/index.js';
+export { DeployLoop, HttpDeployApi, agentDeploys, type AgentDeploysOptions, type ClaimedDeploy, type DeployApi, type DeployLoopOptions } from './deploy-loop.js';

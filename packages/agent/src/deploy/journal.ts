@@ -33,6 +33,8 @@ export interface JournalEntry {
   reported: boolean;
   /** Times the agent picked this deploy up again after a restart. */
   recoveries: number;
+  /** The server's claim that handed this deploy out: every report and the callback name it. */
+  attempt_id?: string;
 }
 
 export class DeployJournal {

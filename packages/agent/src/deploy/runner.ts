@@ -66,9 +66,10 @@ export class Deployer {
   }
 
   /** Run a deploy to its final status. Throws only for a spec refused before anything ran. */
-  async deploy(id: string, spec: DeploySpec): Promise<JournalEntry> {
+  async deploy(id: string, spec: DeploySpec, meta: { attempt_id?: string } = {}): Promise<JournalEntry> {
     const kind = this.opts.kinds(spec);
     const e = newEntry(id, spec);
+    if (meta.attempt_id) e.attempt_id = meta.attempt_id;
     await this.journal.write(e);
     await this.report(e, 'pending', PROGRESS.pending, 'accepted');
     try {
@@ -80,10 +81,11 @@ export class Deployer {
   }
 
   /** Manual rollback of an earlier deploy (`deploy.rollback`), from what that deploy saved. */
-  async rollbackOf(id: string, of: string): Promise<JournalEntry> {
+  async rollbackOf(id: string, of: string, meta: { attempt_id?: string } = {}): Promise<JournalEntry> {
     const prev = await this.journal.read(of);
     if (!prev) throw new KkError('NOT_FOUND', `this node has no record of deploy ${of}`, { hint: 'roll back a deploy this node ran' });
     const e = newEntry(id, prev.spec);
+    if (meta.attempt_id) e.attempt_id = meta.attempt_id;
     e.rollback_of = of;
     e.saved = prev.saved;
     if (prev.bad_version === undefined && typeof prev.result.version === 'string') e.bad_version = prev.result.version;
