@@ -6,7 +6,7 @@ import { KkError, assertAppName, assertProjectName } from '@kk/core';
 import type { ControlDb, Executor } from './db.js';
 import type { TokensTable } from './schema.js';
 
-export const PERMISSIONS = ['pull', 'push', 'promote', 'admin'] as const;
+export const PERMISSIONS = ['pull', 'push', 'promote', 'deploy', 'admin'] as const;
 export type Permission = (typeof PERMISSIONS)[number];
 
 export type Scope =

@@ -5,7 +5,7 @@ import { serverFlags, serverOf } from './list.js';
 
 export default class TokenCreate extends KkCommand<typeof TokenCreate> {
   static override summary = 'Create an access token on a kk server; the token is printed once, alone on stdout.';
-  static override description = `A token has a scope (global, one project, or apps of one project) and permissions (pull, push, promote, admin; admin includes the others within its scope). The server stores only a hash: the token is shown here and never again. A token can only create tokens with no more rights than its own, and needs the admin permission to create any.`;
+  static override description = `A token has a scope (global, one project, or apps of one project) and permissions (pull, push, promote, deploy, admin; deploy starts deploys on nodes in its scope; admin includes the others within its scope). The server stores only a hash: the token is shown here and never again. A token can only create tokens with no more rights than its own, and needs the admin permission to create any.`;
   static override examples = [
     '<%= config.bin %> token create --server https://kk.example.com --token "$ADMIN" --scope app:shop/web --permissions pull --expires 30d --json',
     '<%= config.bin %> token create --scope project:shop --permissions push,pull,promote --name ci',
@@ -13,7 +13,7 @@ export default class TokenCreate extends KkCommand<typeof TokenCreate> {
   static override flags = {
     ...serverFlags,
     scope: Flags.string({ summary: 'global, project:P, or app:P/A (app:P/A1,A2 for several apps).', required: true, helpValue: 'SCOPE' }),
-    permissions: Flags.string({ summary: 'Comma-separated: pull, push, promote, admin.', required: true, helpValue: 'LIST' }),
+    permissions: Flags.string({ summary: 'Comma-separated: pull, push, promote, deploy, admin.', required: true, helpValue: 'LIST' }),
     expires: Flags.string({ summary: 'Lifetime such as 30d or 12h, or an ISO time [default: no expiry, or the creating token\'s].', helpValue: 'DURATION' }),
     name: Flags.string({ summary: 'A label for listings.', helpValue: 'TEXT' }),
   };
