@@ -5,4 +5,6 @@ export type { S3DriverOptions } from './s3.js';
 // Likewise the http driver is `@kk/drivers/http`: undici costs ~140 ms to import.
 export type { HttpDriverOptions } from './http.js';
 export { createSshDriver, sshDriverOptionsFromUrl, type SshDriverOptions, type SshTraffic } from './ssh.js';
+// docker:// is `@kk/drivers/docker` (undici again); its key mapping is shared with tar://.
+export type { DockerDriverOptions } from './docker.js';
 export { registerDriver, openDriver, describeStoreUrl, type DriverFactory, type OpenDriverOptions } from './registry.js';

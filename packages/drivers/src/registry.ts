@@ -104,3 +104,10 @@ registerDriver('ssh', async (url) => {
   const { createSshDriver, sshDriverOptionsFromUrl } = await import('./ssh.js');
   return createSshDriver(sshDriverOptionsFromUrl(url));
 });
+
+// An OCI registry repository (docker://host[:port]/repo) and an OCI layout in one tar file
+// (tar:///abs/file.tar): the same object graph, oci-store.ts.
+registerDriver('docker', async (url) => {
+  const { createDockerDriver, dockerDriverOptionsFromUrl } = await import('./docker.js');
+  return createDockerDriver(dockerDriverOptionsFromUrl(url));
+});

@@ -4,4 +4,5 @@ export { startS3rver, s3rverUnavailable, type S3rverBackend, type S3rverDriverOp
 export { startSshd, sshdUnavailable, type SshdBackend, type SshdOptions } from './backends/sshd.js';
 export { postgresBinDir, postgresUnavailable, startPostgres, type PostgresBackend, type PostgresOptions } from './backends/postgres.js';
 export { podmanUnavailable, startPodman, type PodmanBackend, type PodmanOptions } from './backends/podman.js';
-export { registryUnavailable, startRegistry, type RegistryBackend } from './backends/registry.js';
+export { registryUnavailable, startRegistry, type RegistryBackend, type RegistryOptions } from './backends/registry.js';
+export { startTokenServer, type TokenServer, type TokenServerOptions } from './backends/token-server.js';

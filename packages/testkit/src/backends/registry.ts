@@ -31,13 +31,29 @@ function freePort(): Promise<number> {
   });
 }
 
-export async function startRegistry(opts: { startTimeoutMs?: number } = {}): Promise<RegistryBackend> {
+export interface RegistryOptions {
+  startTimeoutMs?: number;
+  /** Allow DELETE of manifests and blobs (`storage.delete.enabled`). Default false, distribution's default. */
+  deleteEnabled?: boolean;
+  /** Token auth (`auth.token`): the token server's realm URL, service, issuer and signing certificate (PEM file). */
+  tokenAuth?: { realm: string; service: string; issuer: string; rootCertBundle: string };
+  /** Basic auth from an htpasswd file (bcrypt entries). */
+  htpasswd?: string;
+}
+
+export async function startRegistry(opts: RegistryOptions = {}): Promise<RegistryBackend> {
   const why = registryUnavailable();
   if (why) throw new Error(`the registry cannot start: ${why}`);
   const dir = await mkdtemp(path.join(tmpdir(), 'kk-registry-'));
   const port = await freePort();
   const config = path.join(dir, 'config.yml');
-  await writeFile(config, `version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: ${path.join(dir, 'data')}\nhttp:\n  addr: 127.0.0.1:${port}\n`);
+  let yaml = `version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: ${path.join(dir, 'data')}\n`;
+  if (opts.deleteEnabled) yaml += '  delete:\n    enabled: true\n';
+  yaml += `http:\n  addr: 127.0.0.1:${port}\n`;
+  const t = opts.tokenAuth;
+  if (t) yaml += `auth:\n  token:\n    realm: "${t.realm}"\n    service: "${t.service}"\n    issuer: "${t.issuer}"\n    rootcertbundle: "${t.rootCertBundle}"\n`;
+  else if (opts.htpasswd) yaml += `auth:\n  htpasswd:\n    realm: kk-test\n    path: "${opts.htpasswd}"\n`;
+  await writeFile(config, yaml);
   const child = spawn(BIN, ['serve', config], { stdio: ['ignore', 'pipe', 'pipe'] });
   const stop = guardChild(child, () => rm(dir, { recursive: true, force: true }));
   try {
