@@ -8,3 +8,4 @@ export { identityFile, loadIdentity, saveIdentity, type StoredIdentity } from '.
 export { Outbox, type FlushResult, type OutboxEntry } from './outbox.js';
 export * as deploy from './deploy/index.js';
 export { DeployLoop, HttpDeployApi, agentDeploys, type AgentDeploysOptions, type ClaimedDeploy, type DeployApi, type DeployLoopOptions } from './deploy-loop.js';
+export { DeployClient, type DeployHistoryEntry } from './deploy-client.js';

@@ -11,10 +11,16 @@ import { createReadStream } from 'node:fs';
 import { chmod, lstat, mkdir, open, rename, rm, stat, symlink, link } from 'node:fs/promises';
 import * as path from 'node:path';
 import { createGunzip } from 'node:zlib';
-import { KkError } from '@kk/core';
+import { type Digest, KkError, type StoreSource } from '@kk/core';
 import type { AppliedResult, DeployKind, KindContext } from './runner.js';
 import { checkScript, runScript } from './script.js';
 import { PROGRESS, type TarSpec } from './types.js';
+import { fetchUpload } from './upload.js';
+
+export interface TarKindEnv {
+  /** Where uploads are read from. */
+  store?: StoreSource;
+}
 
 export interface TarEntry {
   name: string;
@@ -232,7 +238,10 @@ async function exists(p: string): Promise<boolean> {
 }
 
 export class TarKind implements DeployKind {
-  constructor(private readonly spec: TarSpec) {}
+  constructor(
+    private readonly spec: TarSpec,
+    private readonly env: TarKindEnv = {},
+  ) {}
 
   private get target() {
     return path.resolve(this.spec.path);
@@ -240,26 +249,57 @@ export class TarKind implements DeployKind {
 
   check(): void {
     if (this.spec.install_script !== undefined) checkScript(this.spec.install_script, 'install script');
-    if (!this.spec.file || !this.spec.path) throw new KkError('CONFIG_INVALID', 'a tar deploy needs file and path', { hint: 'give the archive and the directory' });
+    if ((!this.spec.file && !this.spec.upload) || !this.spec.path) throw new KkError('CONFIG_INVALID', 'a tar deploy needs a file (or an upload) and a path', { hint: 'give the archive and the directory' });
+    if (this.spec.upload && !this.env.store) throw new KkError('CONFIG_MISSING', 'a tar deploy of an upload needs the store to read it from');
+  }
+
+  /** The upload's archive, fetched through the store into the deploy's scratch directory (uploading 0-30). */
+  private async fetch(ctx: KindContext): Promise<{ file: string; digest: string }> {
+    const s = this.env.store!;
+    const store = typeof s === 'function' ? await s() : s;
+    await mkdir(ctx.scratch, { recursive: true });
+    const file = path.join(ctx.scratch, 'archive.tar.gz');
+    await ctx.status('uploading', PROGRESS.uploading[0], `receiving upload ${this.spec.upload}`);
+    let last = 0;
+    let pending = Promise.resolve();
+    const list = await fetchUpload(store, this.spec.upload as Digest, file, {
+      ...(this.spec.sha256 ? { expectSha256: this.spec.sha256.toLowerCase() } : {}),
+      signal: ctx.signal,
+      onProgress: (done, total) => {
+        const p = Math.floor((done / Math.max(1, total)) * 30);
+        if (p >= last + 5) {
+          last = p;
+          pending = pending.then(() => ctx.status('uploading', p));
+        }
+      },
+    });
+    await pending;
+    ctx.log(`received ${list.name} (${list.size} bytes, ${list.chunks.length} chunks, sha256 ${list.sha256})`);
+    return { file, digest: list.sha256 };
   }
 
   async apply(ctx: KindContext): Promise<AppliedResult> {
-    const file = this.spec.file;
-    const size = (await stat(file)).size;
-    await ctx.status('uploading', PROGRESS.uploading[0], `checking ${path.basename(file)} (${size} bytes)`);
-    const hash = createHash('sha256');
-    let read = 0;
-    let last = 0;
-    for await (const c of createReadStream(file) as AsyncIterable<Buffer>) {
-      hash.update(c);
-      read += c.length;
-      const p = Math.floor((read / Math.max(1, size)) * 30);
-      if (p >= last + 5) {
-        last = p;
-        await ctx.status('uploading', p);
+    let file: string;
+    let digest: string;
+    if (this.spec.upload) ({ file, digest } = await this.fetch(ctx));
+    else {
+      file = this.spec.file!;
+      const size = (await stat(file)).size;
+      await ctx.status('uploading', PROGRESS.uploading[0], `checking ${path.basename(file)} (${size} bytes)`);
+      const hash = createHash('sha256');
+      let read = 0;
+      let last = 0;
+      for await (const c of createReadStream(file) as AsyncIterable<Buffer>) {
+        hash.update(c);
+        read += c.length;
+        const p = Math.floor((read / Math.max(1, size)) * 30);
+        if (p >= last + 5) {
+          last = p;
+          await ctx.status('uploading', p);
+        }
       }
+      digest = hash.digest('hex');
     }
-    const digest = hash.digest('hex');
     if (this.spec.sha256 && this.spec.sha256.toLowerCase() !== digest) {
       throw new KkError('CHUNK_CORRUPT', `the archive's sha256 is ${digest}, not ${this.spec.sha256}`, { hint: 'upload it again' });
     }
@@ -293,6 +333,7 @@ export class TarKind implements DeployKind {
       if (r.code !== 0) throw new KkError('BACKEND', `the install script exited with ${r.signal ?? r.code}`, { hint: 'see the deploy logs' });
     }
     await ctx.status('installing', PROGRESS.installing[1], 'installed');
+    if (this.spec.upload) await rm(file, { force: true });
     return { result: { sha256: digest, entries, bytes, path: this.target }, version: digest };
   }
 

@@ -133,8 +133,10 @@ export interface KkSpec extends Common {
 
 export interface TarSpec extends Common {
   type: 'tar';
-  /** The .tar.gz on this node (received through the store's chunked upload). */
-  file: string;
+  /** The .tar.gz on this node; or `upload`. */
+  file?: string;
+  /** The digest of an upload through the store (upload.ts): fetched, checked, then deployed. */
+  upload?: string;
   /** Its sha256 (hex); checked before anything is extracted. */
   sha256?: string;
   path: string;

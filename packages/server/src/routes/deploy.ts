@@ -222,7 +222,7 @@ export function specOf(type: DeployType, b: J): J {
       if (sha256 !== undefined && !/^[0-9a-f]{64}$/.test(sha256)) throw badRequest('sha256 must be 64 lowercase hex digits', { field: 'sha256' });
       const upload = str(b, 'upload', true);
       const file = upload ? undefined : absPath(b, 'file');
-      if (upload !== undefined && !/^up-[A-Za-z0-9_-]{1,100}$/.test(upload)) throw badRequest('upload must be an upload id (from the tar upload)', { field: 'upload' });
+      if (upload !== undefined && !/^sha256:[0-9a-f]{64}$/.test(upload)) throw badRequest('upload must be the digest of an upload (sha256:<64 hex>, from kk deploy tar)', { field: 'upload' });
       if (upload && !sha256) throw badRequest('sha256 is required with upload', { field: 'sha256' });
       const install = script(b, 'install_script', true);
       return { type, ...(file ? { file } : {}), ...(upload ? { upload } : {}), ...(sha256 ? { sha256 } : {}), path: absPath(b, 'path'), ...(install ? { install_script: install } : {}), ...common };
