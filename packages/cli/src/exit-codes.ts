@@ -10,7 +10,7 @@ export const EXIT = {
   USAGE: 2,
   /** Integrity: a corrupt chunk, an unsafe path, an invalid manifest, a verify mismatch. */
   INTEGRITY: 3,
-  /** Conflict: the version exists with other content, or another process holds the apply lock. */
+  /** Conflict: the version exists with other content, another process holds the apply lock, or the directory is paused. */
   CONFLICT: 4,
 } as const;
 
@@ -26,6 +26,7 @@ const EXIT_BY_CODE: Partial<Record<KkErrorCode, ExitCode>> = {
   MANIFEST_INVALID: EXIT.INTEGRITY,
   VERSION_EXISTS: EXIT.CONFLICT,
   LOCKED: EXIT.CONFLICT,
+  PAUSED: EXIT.CONFLICT,
 };
 
 /** What the CLI reports for a failure: stable code, exit code, message, next step. */

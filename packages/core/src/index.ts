@@ -24,8 +24,22 @@ export * from './gc.js';
 export * from './fsck.js';
 export { agentId } from './agent-id.js';
 export * from './diff.js';
-export { pull, diff, rollback, targetStatus, IN_TARGET_STAGING, type PullOptions, type PullResult, type RollbackOptions, type StoreSource } from './apply/pull.js';
-export { type ApplyPlan, type PlanSummary } from './apply/plan.js';
+export {
+  pull,
+  diff,
+  rollback,
+  targetStatus,
+  IN_TARGET_STAGING,
+  PULL_MODES,
+  DEFAULT_PULL_MAX_DEPTH,
+  type PullMode,
+  type PullOptions,
+  type PullResult,
+  type RollbackOptions,
+  type StoreSource,
+} from './apply/pull.js';
+export { pauseLocal, resumeLocal, readLocalPause, assertNotPaused, type LocalPause } from './apply/pause.js';
+export { type ApplyPlan, type PlanSummary, type LocalChange } from './apply/plan.js';
 export { TargetState, type AppliedVersion, type TargetStateFile } from './apply/target-state.js';
 export { verifyTarget, type VerifyResult, type VerifyProblem } from './apply/verify.js';
 export * from './copy.js';

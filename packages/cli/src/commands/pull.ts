@@ -1,5 +1,6 @@
 import { Flags } from '@oclif/core';
-import { type PullResult, agentId, pull } from '@kk/core';
+import { readFile } from 'node:fs/promises';
+import { DEFAULT_PULL_MAX_DEPTH, KkError, PULL_MODES, type PullResult, agentId, pull } from '@kk/core';
 import { KkCommand, type Outcome } from '../base.js';
 import { appFlag, concurrencyFlag, dryRunFlag, pathFlag, projectFlag, stateDirFlag, storeFlags, versionFlag } from '../flags.js';
 import { renderApply } from '../render.js';
@@ -29,11 +30,26 @@ export default class Pull extends KkCommand<typeof Pull> {
     repair: Flags.boolean({ summary: 'Drop an interrupted commit that cannot be finished and plan again from the directory as it is.' }),
     'cache-versions': Flags.integer({ summary: 'Keep replaced files of the last N earlier versions for offline rollback [default: 1].', min: 0, helpValue: 'N' }),
     'cache-max-mib': Flags.integer({ summary: 'Cap the space the cache of replaced files holds by itself, in MiB [default: no cap].', min: 0, helpValue: 'MIB' }),
+    mode: Flags.string({
+      summary: 'full: mirror, deleting what the version lacks only after a complete scan; skip-existing: only add what is missing, never compare or delete; events: apply only the --changed paths, no scan.',
+      options: [...PULL_MODES],
+      default: 'full',
+    }),
+    changed: Flags.string({ summary: 'With --mode events: a changed path, relative to --path (repeatable; a directory means everything below it).', multiple: true, helpValue: 'PATH' }),
+    'changed-from': Flags.string({ summary: 'With --mode events: read the changed paths from this file, one per line ("-" for stdin).', helpValue: 'FILE' }),
+    'max-depth': Flags.integer({ summary: `Directories nested deeper are neither scanned nor written, with a warning [default: ${DEFAULT_PULL_MAX_DEPTH}].`, min: 1, helpValue: 'N' }),
+    'on-local-change': Flags.string({
+      summary: 'fail: refuse, changing nothing, when a file changed locally since kk wrote it (or one kk never wrote) would be overwritten or deleted; overwrite: make the directory equal the version.',
+      options: ['fail', 'overwrite'],
+      default: 'overwrite',
+    }),
   };
 
   protected async exec(): Promise<Outcome<PullResult>> {
     const f = this.flags;
     const config = (await this.loadKkConfig({ required: true }))!;
+    const paths = [...(f.changed ?? []), ...(f['changed-from'] ? await readPathList(f['changed-from']) : [])];
+    if (paths.length && f.mode !== 'events') throw new KkError('CONFIG_INVALID', '--changed and --changed-from apply only with --mode events', { hint: 'add --mode events, or drop the path list' });
     const store = await this.openStore(config);
     const result = await pull({
       store,
@@ -52,12 +68,25 @@ export default class Pull extends KkCommand<typeof Pull> {
       repair: f.repair,
       ...(f['cache-versions'] !== undefined ? { cacheVersions: f['cache-versions'] } : {}),
       ...(f['cache-max-mib'] !== undefined ? { cacheMaxBytes: f['cache-max-mib'] * 1024 * 1024 } : {}),
+      mode: f.mode as (typeof PULL_MODES)[number],
+      ...(paths.length ? { paths } : {}),
+      ...(f['max-depth'] !== undefined ? { maxDepth: f['max-depth'] } : {}),
+      onLocalChange: f['on-local-change'] as 'fail' | 'overwrite',
       concurrency: this.concurrency(config),
       onProgress: this.onProgress,
       command: 'pull',
       // Names this machine in the server's audit log and `pull` event (issue 10 item 4).
       agent: await agentId(this.stateDir()),
     });
-    return { result, render: (r) => renderApply(r, 'deployed', !!f.verbose) };
+    return { result, render: (r) => [...renderApply(r, 'deployed', !!f.verbose), ...r.warnings.map((w) => `  warning: ${w}`)] };
   }
+}
+
+/** Changed paths, one per line; blank lines and a leading "./" or "/" are dropped. */
+async function readPathList(file: string): Promise<string[]> {
+  const text = file === '-' ? await new Promise<string>((res, rej) => {
+    let buf = '';
+    process.stdin.setEncoding('utf8').on('data', (d) => (buf += d)).on('end', () => res(buf)).on('error', rej);
+  }) : await readFile(file, 'utf8');
+  return text.split('\n').map((l) => l.trim().replace(/^\.?\/+/, '')).filter(Boolean);
 }

@@ -30,6 +30,7 @@ function renderStatus(s: TargetStatus): string[] {
     lines.push('  previous:');
     for (const h of earlier) lines.push(`    ${h.version} (${shortDigest(h.manifest)}) applied ${formatWhen(h.appliedAt)}`);
   }
+  if (s.paused) lines.push(`  paused: by ${s.paused.by}${s.paused.since ? ` since ${formatWhen(s.paused.since)}` : ''}: ${s.paused.reason} (every pull here is refused until \`kk resume --path\`)`);
   if (!s.lock) lines.push('  lock: free');
   else if (s.lock.stale) lines.push(`  lock: left behind by pid ${s.lock.pid} on ${s.lock.host} (no longer running; the next apply takes it over)`);
   else lines.push(`  lock: held by pid ${s.lock.pid} on ${s.lock.host} (${s.lock.command}) since ${formatWhen(s.lock.started)}`);

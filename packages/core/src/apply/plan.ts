@@ -33,7 +33,24 @@ export interface ApplyPlan {
   ignoredInManifest: number;
   bytesToWrite: number;
   bytesHashed: number;
+  /**
+   * Files whose content differs from what kk last wrote there (`modified`) or that kk never
+   * wrote (`added`), and that this plan would overwrite or delete. Only computed when asked.
+   */
+  localChanges: LocalChange[];
 }
+
+export interface LocalChange {
+  path: string;
+  change: 'modified' | 'added';
+}
+
+/**
+ * How existing content is treated (seed 004): `full` compares every file and removes what the
+ * version lacks; `skip-existing` adds what is missing and leaves every existing path as it is,
+ * unread, deleting nothing. (Event-driven pulls are `full` over the listed paths only.)
+ */
+export type PlanMode = 'full' | 'skip-existing';
 
 export interface PlanSummary {
   filesAdded: number;
@@ -90,8 +107,13 @@ export async function computePlan(args: {
   placed: Map<string, PlacedFile>;
   verify: boolean;
   hasher: Hasher;
+  mode?: PlanMode;
+  /** The manifest kk last applied here; with `detectLocalChanges`, what "changed locally" is measured against. */
+  previous?: Manifest;
+  detectLocalChanges?: boolean;
 }): Promise<ApplyPlan> {
   const { manifest, tree, ig, placed } = args;
+  const skipExisting = args.mode === 'skip-existing';
   const files = manifest.files.filter((f) => !isIgnored(ig, f.path, false));
   const ignoredInManifest = manifest.files.length - files.length;
   const wantedFiles = new Map(files.map((f) => [f.path, f]));
@@ -113,7 +135,23 @@ export async function computePlan(args: {
     ignoredInManifest,
     bytesToWrite: 0,
     bytesHashed: 0,
+    localChanges: [],
   };
+
+  if (skipExisting) {
+    // Never read, compare, re-stamp or delete anything that is there: only what is missing is added.
+    for (const f of files) {
+      if (tree.entries.has(f.path)) plan.unchanged++;
+      else {
+        plan.write.push({ file: f, reason: 'add' });
+        plan.bytesToWrite += f.size;
+      }
+    }
+    for (const [path, mode] of wantedDirs) if (!tree.entries.has(path)) plan.makeDirs.push({ path, mode });
+    plan.makeDirs.sort((a, b) => depth(a.path) - depth(b.path) || (a.path < b.path ? -1 : 1));
+    return plan;
+  }
+  const before = args.detectLocalChanges && args.previous ? new Map(args.previous.files.map((f) => [f.path, f])) : undefined;
 
   // Content of existing files: trusted from the stat cache, else hashed when the size matches.
   const toHash: string[] = [];
@@ -122,7 +160,7 @@ export async function computePlan(args: {
     const pc = placed.get(path);
     if (!args.verify && pc && pc.size === e.size && pc.mtimeMs === e.mtimeMs && pc.ctimeMs === e.ctimeMs && pc.ino === e.ino) {
       plan.known.set(path, pc.sha256);
-    } else if (wantedFiles.get(path)?.size === e.size) {
+    } else if (wantedFiles.get(path)?.size === e.size || (before && before.get(path)?.size === e.size)) {
       toHash.push(path);
     }
   }
@@ -169,6 +207,19 @@ export async function computePlan(args: {
     }
   }
   plan.deleteDirs.sort((a, b) => depth(b) - depth(a) || (a < b ? -1 : 1));
+
+  if (before) {
+    // Only what this plan would overwrite or delete matters: a local change the version agrees with is no loss.
+    const lost = [...plan.write.filter((w) => w.reason !== 'add').map((w) => w.file.path), ...plan.deleteFiles];
+    for (const path of lost) {
+      const e = tree.entries.get(path);
+      const was = before.get(path);
+      if (!e) continue;
+      if (!was) plan.localChanges.push({ path, change: 'added' });
+      else if (e.kind !== 'file' || e.size !== was.size || plan.known.get(path) !== was.sha256) plan.localChanges.push({ path, change: 'modified' });
+    }
+    plan.localChanges.sort((a, b) => (a.path < b.path ? -1 : 1));
+  }
 
   for (const [path, mode] of wantedDirs) {
     const e = tree.entries.get(path);

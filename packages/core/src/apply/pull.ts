@@ -2,7 +2,7 @@
 // place. Stage every new or changed file completely (seeded from local files where possible,
 // fetched from the store otherwise, every chunk and every whole file verified), then commit
 // through a journal whose every change goes through no-follow directory handles.
-import { existsSync, lstatSync, statfsSync, type Stats } from 'node:fs';
+import { existsSync, lstatSync, readdirSync, statfsSync, type Stats } from 'node:fs';
 import { lstat, mkdir, open, readdir, realpath, rm, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { type Digest, digestHex } from '../digest.js';
@@ -11,14 +11,28 @@ import type { Hasher, StageFileRequest } from '../hash/pool.js';
 import { makeDurable } from '../durability.js';
 import { type Manifest, RESERVED_TOP_LEVEL, fileChunks } from '../manifest.js';
 import { assertAppName, assertProjectName, assertVersionSpec } from '../names.js';
+import { assertSafePath, parentsOf } from '../paths.js';
 import { type ProgressCallback, phaseReporter } from '../progress.js';
-import { makeIgnore } from '../scan.js';
+import { isIgnored, makeIgnore } from '../scan.js';
 import { type Store, batches, forEachLimit } from '../store.js';
-import { type ApplyPlan, type PlanSummary, computePlan, planIsEmpty, summarizePlan } from './plan.js';
+import { type ApplyPlan, type LocalChange, type PlanSummary, computePlan, planIsEmpty, summarizePlan } from './plan.js';
+import { PAUSE_FILE, assertNotPaused, readLocalPause } from './pause.js';
 import { type AppliedVersion, type PlacedFile, TargetState } from './target-state.js';
 import { type Journal, keepFile, mtimeArg, readJournal, runJournal, writeJournal } from './journal.js';
 import { TargetDirs } from './dirfd.js';
-import { walkTarget } from './walk.js';
+import { type TargetEntry, type TargetTree, walkTarget } from './walk.js';
+
+/**
+ * How a pull treats the directory (seed 004). `full` (the default): scan it, make it equal the
+ * version, and remove what the version lacks only when the scan completed. `skip-existing`: scan
+ * it and add what is missing, never reading, comparing or deleting what is there (an overlay).
+ * `events`: apply only `paths` (changed paths reported by someone else), no scan.
+ */
+export type PullMode = 'full' | 'skip-existing' | 'events';
+export const PULL_MODES: readonly PullMode[] = ['full', 'skip-existing', 'events'];
+
+/** Directories nested deeper than this are neither scanned nor written (seed 004), with a warning. */
+export const DEFAULT_PULL_MAX_DEPTH = 25;
 
 /** A store, or a function that opens one only when a chunk must come from it. */
 export type StoreSource = Store | (() => Promise<Store>);
@@ -64,6 +78,18 @@ export interface PullOptions {
   command?: string;
   /** Who pulls, reported to stores that keep an audit log. */
   agent?: string;
+  /** Default `full`. */
+  mode?: PullMode;
+  /** With mode `events`: the changed paths (relative to the target; a directory means all below it). */
+  paths?: string[];
+  /** Directories this deep (the target is 0) are not read and nothing is applied inside them. Default 25. */
+  maxDepth?: number;
+  /**
+   * `fail`: refuse (TARGET_CONFLICT, nothing applied) when the pull would overwrite or delete a
+   * file whose content differs from what kk last wrote there, or that kk never wrote. Default
+   * `overwrite` (a mirror makes the directory equal the version).
+   */
+  onLocalChange?: 'fail' | 'overwrite';
 }
 
 /** Paths the ignore rules protect, and by which rule (`kk diff` shows them). */
@@ -104,6 +130,12 @@ export interface PullResult {
   /** An interrupted earlier apply was finished first. */
   recovered: boolean;
   durationMs: number;
+  /** How the directory was treated (the `mode` option). */
+  syncMode: PullMode;
+  /** Files changed locally since kk wrote them that this pull overwrites or deletes (or would: dry run). */
+  localChanges: LocalChange[];
+  /** Things the user should know that did not stop the pull (depth limit, an incomplete scan). */
+  warnings: string[];
 }
 
 /** The reserved in-target staging directory, used only when the state dir is on another device. */
@@ -169,7 +201,16 @@ async function removeStaging(state: TargetState): Promise<void> {
   if (!existsSync(state.target)) return;
   const dirs = new TargetDirs(state.target);
   try {
-    dirs.remove(IN_TARGET_STAGING);
+    const st = dirs.lstat(IN_TARGET_STAGING);
+    if (!st) return;
+    if (!st.isDirectory() || dirs.dir(IN_TARGET_STAGING) === undefined) {
+      dirs.remove(IN_TARGET_STAGING);
+      return;
+    }
+    // A local pause record lives there too: it stays.
+    const names = readdirSync(dirs.handle(IN_TARGET_STAGING));
+    for (const n of names) if (n !== PAUSE_FILE) dirs.remove(`${IN_TARGET_STAGING}/${n}`);
+    if (!names.includes(PAUSE_FILE)) dirs.rmdir(IN_TARGET_STAGING);
   } finally {
     dirs.close();
   }
@@ -224,6 +265,14 @@ export async function pull(opts: PullOptions): Promise<PullResult> {
   const { given, real: target, exists: existed } = await resolveTarget(opts.target);
   const state = new TargetState(target, opts.stateDir);
   const dryRun = !!opts.dryRun;
+  const mode = opts.mode ?? 'full';
+  if (!PULL_MODES.includes(mode)) throw new TypeError(`pull mode must be one of ${PULL_MODES.join(', ')}`);
+  const maxDepth = opts.maxDepth ?? DEFAULT_PULL_MAX_DEPTH;
+  if (mode === 'events') {
+    if (!opts.paths?.length) throw new KkError('CONFIG_INVALID', 'an event-driven pull needs the changed paths', { hint: 'pass --changed PATH (repeatable) or --changed-from FILE' });
+    for (const p of opts.paths) assertSafePath(p);
+  }
+  if (!dryRun) await assertNotPaused(target);
   const release = dryRun ? async () => {} : await state.lock(opts.command ?? 'pull');
   let done = false;
   try {
@@ -289,22 +338,64 @@ export async function pull(opts: PullOptions): Promise<PullResult> {
     const versionRules = manifest.ignore ?? [];
     const localRules = opts.ignore ?? [];
     const ig = makeIgnore([...localRules, ...versionRules]);
-    const tree = exists || !dryRun ? walkTarget(target, ig, new Set([IN_TARGET_STAGING])) : { entries: new Map(), ignored: 0, ignoredPaths: [] };
-    if (!prior && !repaired && tree.entries.size > 0 && !opts.adopt) {
+    const warnings: string[] = [];
+    const reserved = new Set([IN_TARGET_STAGING]);
+    const noTree: TargetTree = { entries: new Map(), ignored: 0, ignoredPaths: [], tooDeep: [], unreadable: [] };
+    const tree = !exists && dryRun ? noTree : mode === 'events' ? eventTree(target, ig, opts.paths!, maxDepth) : walkTarget(target, ig, reserved, { maxDepth, tolerateUnreadable: true });
+    // What the plan covers: the listed paths only (events), and nothing below the depth limit.
+    const selected = selectManifest(manifest, mode === 'events' ? opts.paths! : undefined, maxDepth);
+    if (selected.tooDeep) warnings.push(`${selected.tooDeep} path(s) of the version lie deeper than ${maxDepth} directories and were not applied (first: ${selected.firstTooDeep}); raise --max-depth to apply them`);
+    if (tree.tooDeep.length) warnings.push(`${tree.tooDeep.length} director${tree.tooDeep.length === 1 ? 'y' : 'ies'} at depth ${maxDepth} were not scanned and are left as they are (first: ${tree.tooDeep[0]})`);
+    if (mode === 'full' && !prior && !repaired && tree.entries.size > 0 && !opts.adopt) {
       throw new KkError('TARGET_NOT_MANAGED', `${target} is not empty and kk has never deployed to it`, {
         hint: 'pull into an empty directory, or pass --adopt to take it over (files the version lacks will be deleted)',
         details: { target, entries: tree.entries.size },
       });
     }
     const holdsFiles = [...tree.entries.values()].some((e) => e.kind !== 'dir');
-    if (manifest.files.length === 0 && holdsFiles && !opts.force) {
+    if (mode === 'full' && manifest.files.length === 0 && holdsFiles && !opts.force) {
       throw new KkError('TARGET_CONFLICT', `${manifest.project}/${manifest.app} ${manifest.version} is empty: applying it would empty ${target}`, {
         hint: 'check the version (kk manifest); pass --force if the directory should really be emptied',
         details: { target, version: manifest.version },
       });
     }
     const placed = await state.readStat();
-    const plan = await computePlan({ manifest, tree, root: target, ig, placed, verify: !!opts.verify, hasher: opts.hasher });
+    const detectLocalChanges = opts.onLocalChange === 'fail';
+    const before = detectLocalChanges && current ? await state.loadManifest(current.manifest).catch(() => undefined) : undefined;
+    const plan = await computePlan({
+      manifest: selected.manifest,
+      tree,
+      root: target,
+      ig,
+      placed,
+      verify: !!opts.verify,
+      hasher: opts.hasher,
+      mode: mode === 'skip-existing' ? 'skip-existing' : 'full',
+      detectLocalChanges,
+      ...(before ? { previous: before } : {}),
+    });
+    if (tree.unreadable.length) {
+      // The scan did not complete: nothing is removed as an orphan (seed 004), and nothing may land where kk could not look.
+      warnings.push(`${tree.unreadable.length} director${tree.unreadable.length === 1 ? 'y' : 'ies'} could not be read (first: ${tree.unreadable[0]}): the scan is incomplete, so nothing the version lacks was deleted`);
+      const wanted = new Set(selected.manifest.files.map((f) => f.path));
+      plan.deleteFiles = plan.deleteFiles.filter((p) => wanted.has(p));
+      plan.deleteDirs = [];
+      const blocked = plan.write.find((w) => tree.entries.get(w.file.path)?.kind === 'dir' || tree.unreadable.some((u) => w.file.path.startsWith(`${u}/`)));
+      if (blocked) {
+        throw new KkError('TARGET_CONFLICT', `${join(target, blocked.file.path)} cannot be written: kk could not read ${tree.unreadable[0]} in ${target}`, {
+          hint: 'give the user running kk read access to that directory (or ignore it), then pull again; nothing was changed',
+          details: { target, unreadable: tree.unreadable.slice(0, 20) },
+        });
+      }
+    }
+    if (detectLocalChanges && plan.localChanges.length && !dryRun) {
+      const n = plan.localChanges.length;
+      const list = plan.localChanges.slice(0, 5).map((c) => `${c.path} (${c.change === 'added' ? 'not written by kk' : 'modified'})`).join(', ');
+      throw new KkError('TARGET_CONFLICT', `${n} file${n === 1 ? '' : 's'} in ${target} changed locally since kk wrote ${n === 1 ? 'it' : 'them'} and would be ${mode === 'full' ? 'overwritten or deleted' : 'overwritten'}: ${list}${n > 5 ? `, and ${n - 5} more` : ''}`, {
+        hint: 'keep what you need from them (kk diff --path shows the plan), then pull again with --on-local-change overwrite; nothing was changed',
+        details: { target, localChanges: plan.localChanges.slice(0, 1000) },
+      });
+    }
     const rootMode = exists ? (await stat(target)).mode & 0o7777 : 0o755;
     if ((rootMode & 0o700) !== 0o700) plan.chmodDirs.push({ path: '', mode: rootMode });
     if (opts.maxDelete !== undefined && plan.deleteFiles.length > opts.maxDelete) {
@@ -332,6 +423,9 @@ export async function pull(opts: PullOptions): Promise<PullResult> {
       protected: protection(localRules, versionRules, tree.ignoredPaths),
       recovered,
       durationMs: 0,
+      syncMode: mode,
+      localChanges: plan.localChanges,
+      warnings,
     };
     const previous = prior?.history[0];
     if (previous) result.previous = previous.version;
@@ -348,6 +442,7 @@ export async function pull(opts: PullOptions): Promise<PullResult> {
     }
     const applied: AppliedVersion = { project: opts.project, app: opts.app, version: manifest.version, manifest: digest, appliedAt: new Date().toISOString() };
     if (opts.ignore?.length) applied.ignore = opts.ignore;
+    if (mode !== 'full') applied.mode = mode;
     const finish = async () => {
       if (given !== target) await state.writeLink(given);
       if (opened) await opened.recordPull({ project: opts.project, app: opts.app, version: manifest.version, manifest: digest, agent: opts.agent ?? '', upToDate: result.upToDate });
@@ -405,6 +500,13 @@ export async function pull(opts: PullOptions): Promise<PullResult> {
       meta: plan.meta.map((f) => ({ path: f.path, mode: f.mode, mtime: f.mtime })),
       chmodDirs: plan.chmodDirs,
     };
+    try {
+      // Paused while this pull staged: stop before anything changes.
+      await assertNotPaused(target);
+    } catch (err) {
+      await removeStaging(state).catch(() => {});
+      throw err;
+    }
     opts.onProgress?.({ phase: 'commit', done: 0, total: journal.rename.length, bytesDone: 0, bytesTotal: 0 });
     try {
       await writeJournal(state.journalFile, journal);
@@ -424,7 +526,7 @@ export async function pull(opts: PullOptions): Promise<PullResult> {
         : undefined,
     });
     if (opts.fsync ?? true) await makeDurable(target, touched);
-    await state.writeStat(placedStats(target, manifest, plan, tree, placed));
+    await state.writeStat(placedStats(target, selected.manifest, plan, tree, placed, mode !== 'full' || selected.partial));
     await state.recordApplied(applied);
     await unlink(state.journalFile);
     await removeStaging(state);
@@ -667,6 +769,86 @@ function addStoreDest(m: Map<Digest, { size: number; dests: { path: string; offs
   else m.set(d, { size, dests: [{ path, offset }] });
 }
 
+/**
+ * The part of the version a pull applies: with `paths`, only entries at or below them (and the
+ * directories leading there); never anything nested deeper than `maxDepth` directories.
+ */
+function selectManifest(manifest: Manifest, paths: string[] | undefined, maxDepth: number): { manifest: Manifest; partial: boolean; tooDeep: number; firstTooDeep?: string } {
+  let tooDeep = 0;
+  let firstTooDeep: string | undefined;
+  const inDepth = (p: string) => {
+    if (p.split('/').length <= maxDepth) return true;
+    tooDeep++;
+    firstTooDeep ??= p;
+    return false;
+  };
+  let under: (p: string) => boolean = () => true;
+  let parents = new Set<string>();
+  if (paths) {
+    const set = new Set(paths);
+    under = (p) => set.has(p) || parentsOf(p).some((q) => set.has(q));
+    parents = new Set(paths.flatMap((p) => parentsOf(p)));
+  }
+  const files = manifest.files.filter((f) => under(f.path) && inDepth(f.path));
+  const dirs = manifest.dirs.filter((d) => (under(d.path) || parents.has(d.path)) && inDepth(d.path));
+  if (files.length === manifest.files.length && dirs.length === manifest.dirs.length) return { manifest, partial: false, tooDeep: 0 };
+  return { manifest: { ...manifest, files, dirs }, partial: true, tooDeep, ...(firstTooDeep ? { firstTooDeep } : {}) };
+}
+
+/**
+ * What an event-driven pull looks at: each listed path (a directory with everything below it)
+ * and the directories leading to it, lstat-ed one segment at a time (never through a symlink).
+ * Parent directories are marked as holding content the plan does not cover, so none is removed.
+ */
+function eventTree(root: string, ig: ReturnType<typeof makeIgnore>, paths: string[], maxDepth: number): TargetTree {
+  const entries = new Map<string, TargetEntry>();
+  const tree: TargetTree = { entries, ignored: 0, ignoredPaths: [], tooDeep: [], unreadable: [] };
+  const reserved = new Set([IN_TARGET_STAGING]);
+  const look = (rel: string): TargetEntry | undefined => {
+    const known = entries.get(rel);
+    if (known) return known;
+    const st = lstatSync(join(root, rel), { throwIfNoEntry: false });
+    if (!st) return undefined;
+    const e: TargetEntry = st.isDirectory()
+      ? { kind: 'dir', mode: st.mode & 0o1777, keepsIgnored: true }
+      : st.isFile()
+        ? { kind: 'file', size: st.size, mode: st.mode & 0o7777, mtimeMs: Math.floor(st.mtimeMs), ctimeMs: st.ctimeMs, ino: st.ino }
+        : { kind: 'other' };
+    entries.set(rel, e);
+    return e;
+  };
+  for (const p of paths) {
+    if (reserved.has(p.split('/')[0]!)) continue;
+    if (isIgnored(ig, p, false) || isIgnored(ig, p, true)) {
+      tree.ignored++;
+      tree.ignoredPaths.push(p);
+      continue;
+    }
+    let reachable = true;
+    for (const q of parentsOf(p)) {
+      const e = look(q);
+      if (e?.kind !== 'dir') {
+        // A file or link on the way: nothing below it exists (a link is never followed).
+        reachable = false;
+        break;
+      }
+    }
+    if (!reachable) continue;
+    const depth = p.split('/').length;
+    const e = look(p);
+    if (e?.kind === 'dir') {
+      e.keepsIgnored = false;
+      const sub = walkTarget(root, ig, reserved, { maxDepth, from: p, into: entries, tolerateUnreadable: true });
+      if (sub.keepsIgnoredRoot) e.keepsIgnored = true;
+      tree.tooDeep.push(...sub.tooDeep);
+      tree.unreadable.push(...sub.unreadable);
+      tree.ignored += sub.ignored;
+      tree.ignoredPaths.push(...sub.ignoredPaths);
+    } else if (depth > maxDepth) entries.delete(p);
+  }
+  return tree;
+}
+
 /** Stat cache after the commit: what each manifest path now holds. */
 function placedStats(
   target: string,
@@ -674,8 +856,11 @@ function placedStats(
   plan: ApplyPlan,
   tree: ReturnType<typeof walkTarget>,
   before: Map<string, PlacedFile>,
+  /** The plan covered part of the directory: entries of other paths stay (each is checked against a stat when used). */
+  keepOthers = false,
 ): Map<string, PlacedFile> {
-  const out = new Map<string, PlacedFile>();
+  const out = new Map<string, PlacedFile>(keepOthers ? before : []);
+  if (keepOthers) for (const p of plan.deleteFiles) out.delete(p);
   const rewritten = new Set([...plan.write.map((w) => w.file.path), ...plan.meta.map((f) => f.path)]);
   for (const f of manifest.files) {
     const e = tree.entries.get(f.path);
@@ -683,7 +868,7 @@ function placedStats(
       out.set(f.path, { size: e.size, mtimeMs: e.mtimeMs, ctimeMs: e.ctimeMs, ino: e.ino, sha256: f.sha256 });
       continue;
     }
-    if (!rewritten.has(f.path) && !before.has(f.path)) continue;
+    if (!rewritten.has(f.path) && (keepOthers || !before.has(f.path))) continue;
     let st: Stats | undefined;
     try {
       st = lstatSync(join(target, f.path));
@@ -799,6 +984,8 @@ export async function targetStatus(target: string, stateDir?: string) {
     interrupted: !!(await readJournal(state.journalFile)),
     /** The cache of replaced files kept for offline rollback. */
     cache: await state.cacheUsage(),
+    /** A local `kk pause --path` in force: every pull here is refused. */
+    paused: await readLocalPause(state.target),
   };
 }
 

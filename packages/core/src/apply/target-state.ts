@@ -17,6 +17,8 @@ export interface AppliedVersion {
   appliedAt: string;
   /** The ignore rules of that apply: rollback protects the same paths by default. */
   ignore?: string[];
+  /** How it was applied when not a full mirror (`skip-existing`, `events`): the directory may hold more or other files. */
+  mode?: 'skip-existing' | 'events';
 }
 
 export interface TargetStateFile {

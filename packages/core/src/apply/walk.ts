@@ -17,17 +17,48 @@ export interface TargetTree {
   ignored: number;
   /** The outermost ignored paths (at most MAX_LISTED), for `kk diff` to say what protects what. */
   ignoredPaths: string[];
+  /** Directories at the depth limit, left unread (their content is neither known nor touched). */
+  tooDeep: string[];
+  /** Directories that could not be read (EACCES): the scan did not complete. */
+  unreadable: string[];
+  /** The directory the walk started from holds ignored or unread entries somewhere below. */
+  keepsIgnoredRoot?: boolean;
+}
+
+export interface WalkOptions {
+  /** Directories this deep (the root is 0) are not read: what lies in them is left alone. */
+  maxDepth?: number;
+  /** Record unreadable directories in `unreadable` instead of failing. */
+  tolerateUnreadable?: boolean;
+  /** Walk only below this directory (relative to the root, which it must be under); default the root. */
+  from?: string;
+  /** Add to these entries instead of a new map. */
+  into?: Map<string, TargetEntry>;
 }
 
 const MAX_LISTED = 1000;
 
-export function walkTarget(root: string, ig: Ignore, reserved: ReadonlySet<string>): TargetTree {
-  const entries = new Map<string, TargetEntry>();
+export function walkTarget(root: string, ig: Ignore, reserved: ReadonlySet<string>, opts: WalkOptions = {}): TargetTree {
+  const entries = opts.into ?? new Map<string, TargetEntry>();
   let ignored = 0;
   const ignoredPaths: string[] = [];
-  function visit(rel: string): boolean {
+  const tooDeep: string[] = [];
+  const unreadable: string[] = [];
+  const maxDepth = opts.maxDepth ?? Infinity;
+  function visit(rel: string, depth: number): boolean {
     let keepsIgnored = false;
-    const names = readdirSync(rel ? join(root, rel) : root, { withFileTypes: true });
+    if (depth >= maxDepth) {
+      tooDeep.push(rel);
+      return true;
+    }
+    let names: import('node:fs').Dirent[];
+    try {
+      names = readdirSync(rel ? join(root, rel) : root, { withFileTypes: true });
+    } catch (err) {
+      if (!rel || !opts.tolerateUnreadable || (err as NodeJS.ErrnoException).code !== 'EACCES') throw err;
+      unreadable.push(rel);
+      return true;
+    }
     for (const d of names) {
       const path = rel ? `${rel}/${d.name}` : d.name;
       if (!rel && reserved.has(d.name)) continue;
@@ -41,7 +72,7 @@ export function walkTarget(root: string, ig: Ignore, reserved: ReadonlySet<strin
         const st = lstatSync(join(root, path));
         const entry: TargetEntry = { kind: 'dir', mode: st.mode & 0o1777, keepsIgnored: false };
         entries.set(path, entry);
-        if (visit(path)) {
+        if (visit(path, depth + 1)) {
           entry.keepsIgnored = true;
           keepsIgnored = true;
         }
@@ -54,6 +85,7 @@ export function walkTarget(root: string, ig: Ignore, reserved: ReadonlySet<strin
     }
     return keepsIgnored;
   }
-  visit('');
-  return { entries, ignored, ignoredPaths };
+  const from = opts.from ?? '';
+  const keepsIgnoredRoot = visit(from, from ? from.split('/').length : 0);
+  return { entries, ignored, ignoredPaths, tooDeep, unreadable, keepsIgnoredRoot };
 }
