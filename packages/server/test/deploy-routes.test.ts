@@ -51,26 +51,28 @@ it('create: 400 naming the field, 202 + Location, Idempotency-Key replays, 409 n
   expect(big.json.error.message).toMatch(/over the 102400-byte limit/);
   expect((await call('POST', '/api/deploy/shell', { node: 'nope', script: 'true' })).status).toBe(404);
 
-  // A promote token over shop may deploy shop's kk versions, not run scripts; a pull token nothing.
-  const promote = (await server.control.tokens.mint({ scope: { kind: 'project', project: 'shop' }, permissions: ['promote'] }, 'test')).token;
+  // A deploy token over shop may deploy shop's kk versions, not run scripts; promote or pull tokens nothing.
+  const deployer = (await server.control.tokens.mint({ scope: { kind: 'project', project: 'shop' }, permissions: ['deploy'] }, 'test')).token;
+  const promoteOnly = (await server.control.tokens.mint({ scope: { kind: 'global' }, permissions: ['promote'] }, 'test')).token;
+  expect((await call('POST', '/api/deploy/shell', { node: 'd1', script: 'true' }, promoteOnly)).status).toBe(403);
   const pull = (await server.control.tokens.mint({ scope: { kind: 'global' }, permissions: ['pull'] }, 'test')).token;
-  expect((await call('POST', '/api/deploy/shell', { node: 'd1', script: 'true' }, promote)).status).toBe(403);
-  expect((await call('POST', '/api/deploy/kk', { node: 'd1', project: 'other', app: 'web', version: 'v1', path: '/srv/o' }, promote)).status).toBe(403);
+  expect((await call('POST', '/api/deploy/shell', { node: 'd1', script: 'true' }, deployer)).status).toBe(403);
+  expect((await call('POST', '/api/deploy/kk', { node: 'd1', project: 'other', app: 'web', version: 'v1', path: '/srv/o' }, deployer)).status).toBe(403);
   expect((await call('POST', '/api/deploy/kk', { node: 'd1', project: 'shop', app: 'web', version: 'v1', path: '/srv/web' }, pull)).status).toBe(403);
 
   const body = { node: 'd1', project: 'shop', app: 'web', version: 'v1', path: '/srv/web', health: { type: 'http', port: 8080, path: '/health', retries: 1 } };
-  const one = await call('POST', '/api/deploy/kk', body, promote, { 'idempotency-key': 'k-1' });
+  const one = await call('POST', '/api/deploy/kk', body, deployer, { 'idempotency-key': 'k-1' });
   expect(one.status).toBe(202);
   expect(one.headers.get('location')).toBe(`/api/deploy/${one.json.id}`);
   expect(one.json).toMatchObject({ status: 'pending', node: n.id, deploy_type: 'kk', command_type: 'deploy.kk', version: 'v1', spec: { type: 'kk', health: { type: 'http', port: 8080, path: '/health', retries: 1 } } });
-  const again = await call('POST', '/api/deploy/kk', body, promote, { 'idempotency-key': 'k-1' });
+  const again = await call('POST', '/api/deploy/kk', body, deployer, { 'idempotency-key': 'k-1' });
   expect(again).toMatchObject({ status: 202, json: { id: one.json.id } });
   expect(again.headers.get('idempotent-replayed')).toBe('true');
   const busy = await call('POST', '/api/deploy/shell', { node: 'd1', script: 'true' });
   expect(busy.status).toBe(409);
   expect(busy.json.error).toMatchObject({ code: 'LOCKED', details: { active: one.json.id } });
   expect(busy.json.error.message).toContain(one.json.id);
-  expect((await call('GET', `/api/deploy/${one.json.id}`, undefined, promote)).json).toMatchObject({ id: one.json.id, location: `/api/deploy/${one.json.id}` });
+  expect((await call('GET', `/api/deploy/${one.json.id}`, undefined, deployer)).json).toMatchObject({ id: one.json.id, location: `/api/deploy/${one.json.id}` });
   expect((await call('GET', `/api/deploy/${one.json.id}`, undefined, pull)).status).toBe(403);
 });
 

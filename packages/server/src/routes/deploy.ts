@@ -6,8 +6,8 @@
 // under the attempt id the claim gave them, and send the docker monitor's samples. Also the
 // deadline sweep: a deploy whose node stays silent past its deadline becomes `timeout`.
 //
-// Who may: a kk deploy takes admin or promote over its project; shell, tar and docker deploys run
-// commands on a node and take admin over everything.
+// Who may: the deploy permission (admin includes it) — over the project for a kk deploy; over
+// everything for shell, tar and docker deploys, which run commands on a node.
 import { KkError, isKkError } from '@kk/core';
 import type { DeployRecord, DeployType } from '@kk/control';
 import { HttpError, badRequest, readJson, sendJson } from '../http.js';
@@ -80,8 +80,8 @@ export function registerDeployRoutes(srv: ServerContext, opts: { sweepEveryMs?: 
 // ---------------------------------------------------------------- auth
 
 function requireFor(srv: ServerContext, c: Call, type: DeployType, spec: Record<string, unknown>): void {
-  if (type === 'kk') srv.requireAny(c, ['admin', 'promote'], String(spec.project), String(spec.app));
-  else srv.require(c, 'admin');
+  if (type === 'kk') srv.require(c, 'deploy', String(spec.project), String(spec.app));
+  else srv.require(c, 'deploy');
 }
 
 function requireRead(srv: ServerContext, c: Call, d: DeployRecord): void {
@@ -325,7 +325,7 @@ async function getLogs(srv: ServerContext, c: Call): Promise<void> {
 }
 
 async function listDeploys(srv: ServerContext, c: Call): Promise<void> {
-  srv.requireAny(c, ['admin', 'promote']);
+  srv.require(c, 'deploy');
   const node = await srv.control.fleet.node(c.params.id!);
   const limit = c.query.get('limit') ? Number(c.query.get('limit')) : undefined;
   if (limit !== undefined && !(Number.isInteger(limit) && limit >= 1 && limit <= 200)) throw badRequest('limit must be an integer from 1 to 200', { field: 'limit' });
@@ -348,7 +348,7 @@ async function rollback(srv: ServerContext, c: Call, wake: () => void): Promise<
 }
 
 async function getMonitor(srv: ServerContext, c: Call): Promise<void> {
-  srv.require(c, 'admin');
+  srv.require(c, 'deploy');
   const node = await srv.control.fleet.node(c.params.id!);
   await sendJson(c.req, c.res, 200, { node: node.id, items: await srv.control.deploys.monitor(node.id) });
 }
