@@ -13,7 +13,7 @@ import { acquirePushLease, type LockTimings } from './locks.js';
 import { type ProgressCallback, phaseReporter } from './progress.js';
 import { defaultStateRoot, pathKey } from './state.js';
 import { type RetentionResult, applyRetention } from './retention.js';
-import { type ChunkMap, type ChunkMapEntry, PackWriter, type SealedPack, packsChunk } from './pack.js';
+import { type ChunkMapEntry, PackWriter, type SealedPack, packsChunk } from './pack.js';
 
 export interface PushOptions extends ScanOptions {
   store: Store;
@@ -215,7 +215,7 @@ export async function push(opts: PushOptions): Promise<PushResult> {
     // Under the lease: what earlier versions packed is found in their chunk maps (GC keeps the
     // packs of chunks a lease names), the rest is asked for loose (PACKS.md "Dedup").
     const policy = store.config.packs;
-    const known = policy ? await recentChunkMaps(store, opts.project, opts.app) : [];
+    const known = policy ? await store.recentChunkMaps(opts.project, opts.app) : [];
     const packed: ChunkMapEntry[] = [];
     if (known.length) {
       for (const d of source.keys()) {
@@ -235,6 +235,9 @@ export async function push(opts: PushOptions): Promise<PushResult> {
     const up = phaseReporter(opts.onProgress, 'upload', missing.length, missing.reduce((s, d) => s + source.get(d)!.size, 0));
     const writer = policy ? new PackWriter(policy.target) : undefined;
     const storePack = async (p: SealedPack) => {
+      // The pack's own chunk map first: a GC that runs meanwhile finds the leased chunks in it
+      // and keeps the pack (a pack written after GC began listing is young to it; PACKS.md "GC").
+      await store.putChunkMap(p.entries);
       await store.putPack(p.digest, p.bytes);
       packsUploaded++;
       bytesUploadedStored += p.bytes.length;
@@ -323,20 +326,6 @@ export async function push(opts: PushOptions): Promise<PushResult> {
   };
   if (retention) result.retention = retention;
   return result;
-}
-
-/** Versions of the app whose chunk maps a push consults for packed chunks it can reuse. */
-const DEDUP_VERSIONS = 3;
-
-/** The chunk maps of the app's newest versions: the push's index of packed chunks (PACKS.md). */
-async function recentChunkMaps(store: Store, project: string, app: string): Promise<ChunkMap[]> {
-  const versions = await store.listVersions(project, app);
-  const maps: ChunkMap[] = [];
-  for (const v of versions) {
-    if (maps.length >= DEDUP_VERSIONS) break;
-    if (v.chunkMap) maps.push(await store.getChunkMap(v.chunkMap));
-  }
-  return maps;
 }
 
 function missingBytes(source: Map<Digest, { size: number }>): number {

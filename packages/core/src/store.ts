@@ -250,6 +250,25 @@ export class Store {
     return out;
   }
 
+  /**
+   * The chunk maps of an app's newest versions (at most `n`): the index a push or copy uses to
+   * reuse chunks already in packs without asking for each (PACKS.md "Dedup"). A damaged or
+   * missing chunk map is skipped (its chunks are then uploaded again).
+   */
+  async recentChunkMaps(project: string, app: string, n = 3): Promise<ChunkMap[]> {
+    const maps: ChunkMap[] = [];
+    for (const v of await this.listVersions(project, app)) {
+      if (maps.length >= n) break;
+      if (!v.chunkMap) continue;
+      try {
+        maps.push(await this.getChunkMap(v.chunkMap));
+      } catch (err) {
+        if (!(err instanceof KkError && (err.code === 'NOT_FOUND' || err.code === 'STORE_INVALID'))) throw err;
+      }
+    }
+    return maps;
+  }
+
   /** Consult this chunk map (a version's, from its ref) when looking for packed chunks. */
   useChunkMap(digest: Digest): void {
     assertDigest(digest, 'chunk map digest');
@@ -396,6 +415,20 @@ export class Store {
       hint: 'versions are immutable: push under a new version name',
       details: { project, app, version, existing: existing?.manifest, attempted: manifest },
     });
+  }
+
+  /**
+   * Point a version at a rewritten chunk map (repack): the ref keeps its manifest, creation
+   * time and author. Only when the ref still names `from`; false otherwise.
+   */
+  async replaceChunkMap(project: string, app: string, version: string, from: Digest, to: Digest): Promise<boolean> {
+    assertDigest(to, 'chunk map digest');
+    const ref = await this.getRef(project, app, version);
+    if (!ref || ref.chunkMap !== from) return false;
+    const next: Ref = { manifest: ref.manifest, chunkMap: to, created: ref.created, by: ref.by };
+    await this.call(() => this.writer.put(refKey(project, app, version), Buffer.from(JSON.stringify(next))));
+    this.useChunkMap(to);
+    return true;
   }
 
   async getRef(project: string, app: string, version: string): Promise<Ref | undefined> {

@@ -3,11 +3,11 @@ import { mkdtemp, rm, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Store, chunkKey, createHasher, encodeManifest, isKkError, isPruneDriver, pull, push, sha256Digest } from '@kk/core';
+import { DEFAULT_PACK_POLICY, Store, chunkKey, createHasher, encodeManifest, isKkError, isPruneDriver, packKey, pull, push, sha256Digest } from '@kk/core';
 import type { Digest, Hasher, PruneDriver } from '@kk/core';
 import { runDriverConformance } from '@kk/testkit';
 import { startServer, type RunningServer } from '@kk/server';
-import { openDriver } from '../src/index.js';
+import { createFileDriver, openDriver } from '../src/index.js';
 import { createHttpDriver } from '../src/http.js';
 
 const ADMIN = `admin-${randomBytes(16).toString('hex')}`;
@@ -177,6 +177,55 @@ describe('http driver', () => {
     await d.putIfAbsent(chunkKey(digests[3]!), Buffer.concat([Buffer.from([0]), raws[3]!]));
     const keys = [...digests, digests[1]!].map(chunkKey);
     expect(await d.hasMany(keys)).toEqual([false, true, false, true, false, true]);
+    await d.close();
+  });
+});
+
+describe('http driver with packs (core PACKS.md)', () => {
+  let server: RunningServer;
+  let root: string;
+  let hasher: Hasher;
+  beforeAll(async () => {
+    root = await mkdtemp(path.join(tmpdir(), 'kk-http-packs-'));
+    // The server serves whatever store it finds: one made with a pack policy.
+    await Store.open(createFileDriver({ root: path.join(root, 'store') }), { create: true, packs: { ...DEFAULT_PACK_POLICY, below: 64 * 1024, target: 64 * 1024 } });
+    server = await startServer({ store: path.join(root, 'store'), listen: '127.0.0.1:0', adminToken: ADMIN, log: false, config: { hasherThreads: 1 } });
+    hasher = createHasher({ threads: 1 });
+  });
+  afterAll(async () => {
+    await hasher.close();
+    await server.close();
+    await rm(root, { recursive: true, force: true });
+  });
+
+  it('push carries packs and the chunk map; the server checks them; a pull through it is byte-exact', async () => {
+    const token = await mint(server.url, 'project:proj', ['push', 'pull']);
+    const d = await openDriver(server.url, { token });
+    const { mkdir, writeFile } = await import('node:fs/promises');
+    const src = path.join(root, 'src');
+    await mkdir(path.join(src, 'lib'), { recursive: true });
+    const files = Array.from({ length: 60 }, (_, i) => randomBytes(2000 + i));
+    for (const [i, b] of files.entries()) await writeFile(path.join(src, 'lib', `f${i}`), b);
+    const r = await push({ store: await Store.open(d), hasher, project: 'proj', app: 'packed', version: '1', dir: src, statCache: false, deltas: false });
+    expect(r.packsUploaded).toBeGreaterThan(1);
+    const local = await Store.open(createFileDriver({ root: path.join(root, 'store') }));
+    const ref = (await local.getRef('proj', 'packed', '1'))!;
+    const map = await local.getChunkMap(ref.chunkMap!);
+    expect(map.size).toBe(60);
+    for (const p of map.packs) expect(await local.driver.stat(packKey(p))).toBeDefined();
+
+    const target = path.join(root, 'target-packed');
+    await pull({ store: await Store.open(d), hasher, project: 'proj', app: 'packed', version: '1', target, stateDir: path.join(root, 'state-packed') });
+    for (const [i, b] of files.entries()) expect((await readFile(path.join(target, 'lib', `f${i}`))).equals(b)).toBe(true);
+
+    // A pack whose bytes do not match its name is refused and not stored.
+    const bogus = randomBytes(1000);
+    const wrong = packKey(sha256Digest(Buffer.from('something else')));
+    expect(await d.putIfAbsent(wrong, bogus).catch((e: unknown) => e)).toSatisfy((e: unknown) => isKkError(e, 'CHUNK_CORRUPT'));
+    expect(await local.driver.stat(wrong)).toBeUndefined();
+    // A ref naming a chunk map the server lacks is refused.
+    const err = await (await Store.open(d)).putRef('proj', 'packed', '2', ref.manifest, 'me', undefined, sha256Digest('no such map')).catch((e: unknown) => e);
+    expect(err).toSatisfy((e: unknown) => isKkError(e) && /chunk map/.test((e as Error).message));
     await d.close();
   });
 });

@@ -15,7 +15,7 @@ interface GcCommandResult {
 
 export default class Gc extends KkCommand<typeof Gc> {
   static override summary = 'Apply retention and delete chunks and manifests no version uses.';
-  static override description = `First retention: per app, keep the newest N versions (--keep, else the config's \`retain_versions\`) and every version a channel points to; each version is listed with the reason it goes or stays. Then a mark-and-sweep of the whole store deletes chunks and manifests that no remaining version references, sparing anything younger than --grace or held by a push in flight. --dry-run changes nothing (its chunk figures do not yet count the versions retention would delete).`;
+  static override description = `First retention: per app, keep the newest N versions (--keep, else the config's \`retain_versions\`) and every version a channel points to; each version is listed with the reason it goes or stays. Then a mark-and-sweep of the whole store deletes chunks, packs, chunk maps and manifests that no remaining version references, sparing anything younger than --grace or held by a push in flight. --dry-run changes nothing (its chunk figures do not yet count the versions retention would delete).`;
   static override examples = [
     '<%= config.bin %> gc --dry-run',
     '<%= config.bin %> gc --keep 5 --project myproject --app myapp',
@@ -25,6 +25,7 @@ export default class Gc extends KkCommand<typeof Gc> {
     keep: Flags.integer({ summary: 'Versions to keep per app [default: the config\'s retain_versions; without either, none is deleted].', min: 1, helpValue: 'N' }),
     project: Flags.string({ char: 'p', summary: 'Apply retention to this project only (chunk GC always covers the whole store).', helpValue: 'NAME' }),
     app: Flags.string({ char: 'a', summary: 'With --project: apply retention to this app only.', helpValue: 'NAME', dependsOn: ['project'] }),
+    repack: Flags.boolean({ summary: 'Also rewrite packs whose live bytes fell below half their size (their old packs go in the next gc).' }),
     grace: Flags.string({ summary: 'Never delete objects younger than this (e.g. 0s, 30m, 1h, 2d).', default: '1h', helpValue: 'DURATION' }),
     'dry-run': dryRunFlag,
     ...storeFlags,
@@ -45,7 +46,7 @@ export default class Gc extends KkCommand<typeof Gc> {
         for (const app of await store.listApps(f.project)) retention.push(await applyRetention({ store, project: f.project, app, keep, dryRun }));
       } else retention = await applyRetentionAll({ store, keep, dryRun });
     }
-    const chunks = await gc({ store, dryRun, graceMs, onProgress: this.onProgress });
+    const chunks = await gc({ store, dryRun, graceMs, repack: !!f.repack, onProgress: this.onProgress });
     const versionsDeleted = retention.reduce((n, r) => n + r.deleted.length, 0);
     return { result: { dryRun, keep, retention, versionsDeleted, chunks }, render: (r) => renderGc(r, graceMs) };
   }
@@ -65,6 +66,10 @@ function renderGc(r: GcCommandResult, graceMs: number): string[] {
     `chunks: ${would} ${c.chunksDeleted} (${formatBytes(c.bytesFreed)}), kept ${c.chunksKept} in use and ${c.chunksProtected} unreferenced but protected (younger than ${formatDuration(graceMs / 1000)} or leased by a push); ` +
       `manifests: ${would} ${c.manifestsDeleted}, kept ${c.manifestsKept}`,
   );
+  if (c.packsKept || c.packsDeleted || c.packsProtected) {
+    lines.push(`packs: ${would} ${c.packsDeleted} and ${c.chunkMapsDeleted} chunk map(s), kept ${c.packsKept} in use and ${c.packsProtected} protected`);
+  }
+  if (c.packsRepacked) lines.push(`repack: rewrote ${c.packsRepacked} sparse pack(s) into ${c.packsWritten}, ${c.versionsRemapped} version(s) given a new chunk map`);
   if (c.tempFilesDeleted || c.leasesExpired) {
     lines.push(`left by interrupted writers: ${would} ${c.tempFilesDeleted} temp file(s) older than ${formatDuration(graceMs / 1000)} and ${c.leasesExpired} expired push lease(s)`);
   }

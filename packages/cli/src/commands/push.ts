@@ -1,5 +1,5 @@
 import { Errors, Flags } from '@oclif/core';
-import { type PushResult, push } from '@kk/core';
+import { DEFAULT_PACK_POLICY, type PushResult, push } from '@kk/core';
 import { KkCommand, type Outcome } from '../base.js';
 import { appFlag, concurrencyFlag, pathFlag, projectFlag, stateDirFlag, storeFlags, versionFlag } from '../flags.js';
 import { formatBytes, formatDuration, plural, shortDigest } from '../format.js';
@@ -28,7 +28,8 @@ export default class Push extends KkCommand<typeof Push> {
   protected async exec(): Promise<Outcome<PushResult>> {
     const f = this.flags;
     const config = (await this.loadKkConfig({ required: true }))!;
-    const store = await this.openStore(config, { create: true, avgChunkSize: config.chunkSize });
+    // A store this push creates keeps small chunks in packs (DESIGN 11); existing stores keep their policy.
+    const store = await this.openStore(config, { create: true, avgChunkSize: config.chunkSize, packs: DEFAULT_PACK_POLICY });
     const result = await push({
       store,
       hasher: this.hasher,
@@ -70,7 +71,7 @@ function renderPush(r: PushResult, verbose: boolean): string[] {
       : [`pushed ${name} (${shortDigest(r.manifest)}): ${plural(r.files, 'file')}, ${formatBytes(r.bytes)}`];
   lines.push(
     `  hashed ${plural(r.filesHashed, 'file')} (${formatBytes(r.bytesHashed)}), ${r.filesCached} unchanged since the last push; ` +
-      `uploaded ${r.chunksUploaded} of ${plural(r.chunks, 'chunk')} (${formatBytes(r.bytesUploaded)}, ${formatBytes(r.bytesUploadedStored)} stored)${r.deltas ? `, ${plural(r.deltas, 'delta')} for pullers of the previous version (${formatBytes(r.bytesDeltas)})` : ''} in ${formatDuration(r.durationMs / 1000)}`,
+      `uploaded ${r.chunksUploaded} of ${plural(r.chunks, 'chunk')} (${formatBytes(r.bytesUploaded)}, ${formatBytes(r.bytesUploadedStored)} stored${r.packsUploaded ? ` in ${plural(r.packsUploaded, 'pack')}` : ''})${r.deltas ? `, ${plural(r.deltas, 'delta')} for pullers of the previous version (${formatBytes(r.bytesDeltas)})` : ''} in ${formatDuration(r.durationMs / 1000)}`,
   );
   if (r.retention) {
     const deleted = r.retention.deleted;

@@ -4,6 +4,8 @@
 // digest and schema, a ref against an existing manifest whose chunks are all present, a
 // channel against an existing version. Other keys (the conformance suite's, push leases, the
 // GC lock) go through /api/v1/objects/<key> with rights by key class; server/ is never exposed.
+// Packs and chunk maps (core PACKS.md) travel through /api/v1/objects/packs/.. and chunkmaps/..:
+// each checked against its name before it is stored, read with Range like any object.
 import {
   type Channel,
   type Digest,
@@ -15,10 +17,12 @@ import {
   assertVersionName,
   channelKey,
   chunkKey,
+  decodeChunkMap,
   decodeManifest,
   fileChunks,
   isDigest,
   manifestKey,
+  packKey,
   refKey,
 } from '@kk/core';
 import { HttpError, badRequest, readBody, readJson, sendJson, writeChunk } from '../http.js';
@@ -36,6 +40,8 @@ export type KeyClass =
   | { kind: 'gclock' }
   | { kind: 'server' }
   | { kind: 'delta' }
+  | { kind: 'pack'; digest: Digest }
+  | { kind: 'chunkmap'; digest: Digest }
   | { kind: 'other' };
 
 const NAME = /^[a-z0-9][a-z0-9._-]{0,63}$/;
@@ -50,6 +56,12 @@ export function classifyKey(key: string): KeyClass {
     case 'kk-store.json':
       if (s.length !== 1) throw bad();
       return { kind: 'config' };
+    case 'packs':
+    case 'chunkmaps': {
+      if (s.length !== 3 || !HEX64.test(s[2]!) || s[1] !== s[2]!.slice(0, 2)) throw bad();
+      const digest = `sha256:${s[2]}` as Digest;
+      return s[0] === 'packs' ? { kind: 'pack', digest } : { kind: 'chunkmap', digest };
+    }
     case 'chunks':
     case 'manifests': {
       if (s.length !== 3 || !HEX64.test(s[2]!) || s[1] !== s[2]!.slice(0, 2)) throw bad();
@@ -116,6 +128,8 @@ function authorizeRead(srv: ServerContext, c: Call, cls: KeyClass): void {
       return; // any valid token: every client reads the store config; pushes check for GC
     case 'chunk':
     case 'delta':
+    case 'pack':
+    case 'chunkmap':
       return srv.requireUnscoped(c, ['pull', 'push']);
     case 'manifest':
       return; // checked against the manifest's own project/app once read
@@ -224,6 +238,9 @@ async function writeObject(srv: ServerContext, c: Call, key: string): Promise<vo
     case 'delta':
       srv.requireUnscoped(c, ['push']);
       break;
+    case 'pack':
+    case 'chunkmap':
+      return putPackObject(srv, c, cls);
     default:
       srv.require(c, 'admin');
   }
@@ -301,6 +318,31 @@ async function putChunk(srv: ServerContext, c: Call, digest: Digest, ifAbsent: b
 }
 
 /**
+ * A pack or a chunk map, create-if-absent, stored only if its bytes hash to its name (a pack is
+ * hashed in the pool, off the main thread; a chunk map is also parsed). The chunks inside a
+ * pack are verified by whoever reads them, like every chunk (DESIGN 11).
+ */
+async function putPackObject(srv: ServerContext, c: Call, cls: { kind: 'pack' | 'chunkmap'; digest: Digest }): Promise<void> {
+  srv.requireUnscoped(c, ['push']);
+  const key = cls.kind === 'pack' ? packKey(cls.digest) : `chunkmaps/${cls.digest.slice(7, 9)}/${cls.digest.slice(7)}`;
+  const body = await readBody(c.req, srv.config.maxBodyBytes);
+  const [present] = await srv.store.driver.hasMany([key]);
+  if (present) return created(c, false, true);
+  if (cls.kind === 'pack') {
+    // A raw chunk object's digest is the SHA-256 of its payload: the pool hashes the pack as one.
+    const r = await srv.hasher.decodeChunk(Buffer.concat([Buffer.from([0]), body]), cls.digest, body.length, body.length);
+    if (!r.ok) throw new KkError('CHUNK_CORRUPT', `pack ${cls.digest} refused: its bytes do not match its name`, { details: { digest: cls.digest } });
+  } else {
+    try {
+      decodeChunkMap(body, cls.digest);
+    } catch (err) {
+      throw new KkError('CHUNK_CORRUPT', `chunk map ${cls.digest} refused: ${(err as Error).message}`, { details: { digest: cls.digest } });
+    }
+  }
+  return created(c, await srv.store.writer.putIfAbsent(key, body), true);
+}
+
+/**
  * Decode and hash an uploaded chunk object in the pool, off the main thread; CHUNK_CORRUPT
  * unless it decodes to at most `chunking.max` bytes with `digest`.
  */
@@ -326,7 +368,9 @@ function parseRefBody(body: Record<string, unknown>): Ref {
   if (!isDigest(body.manifest) || typeof body.created !== 'string' || Number.isNaN(Date.parse(body.created))) {
     throw badRequest('a ref is {"manifest":"sha256:...","created":ISO time,"by":...}');
   }
-  return { manifest: body.manifest, created: body.created, by: typeof body.by === 'string' ? body.by : '' };
+  if (body.chunkMap !== undefined && !isDigest(body.chunkMap)) throw badRequest('a ref\'s "chunkMap" is "sha256:..." of a stored chunk map');
+  const ref: Ref = { manifest: body.manifest, created: body.created, by: typeof body.by === 'string' ? body.by : '' };
+  return isDigest(body.chunkMap) ? { manifest: ref.manifest, chunkMap: body.chunkMap, created: ref.created, by: ref.by } : ref;
 }
 
 async function putRef(srv: ServerContext, c: Call, project: string, app: string, version: string, ifAbsent: boolean): Promise<void> {
@@ -368,7 +412,19 @@ export async function createVersion(
     throw new KkError('MANIFEST_INVALID', `manifest ${ref.manifest} belongs to ${manifest.project}/${manifest.app}, not ${project}/${app}`);
   }
   const digests = manifest.files.flatMap((f) => fileChunks(f).map(([d]) => d));
-  const missing = await srv.store.missingChunks(digests);
+  // Packed chunks are present when the version's chunk map lists them and its packs exist.
+  const maps = [];
+  if (ref.chunkMap) {
+    const map = await srv.store.getChunkMap(ref.chunkMap).catch((err: unknown) => {
+      if (err instanceof KkError && err.code === 'NOT_FOUND') throw new KkError('MANIFEST_INVALID', `chunk map ${ref.chunkMap} is not in the store: upload it before the ref`);
+      throw err;
+    });
+    const have = await srv.store.driver.hasMany(map.packs.map(packKey));
+    const gone = map.packs.filter((_, i) => !have[i]);
+    if (gone.length) throw new KkError('MANIFEST_INVALID', `${gone.length} pack(s) of chunk map ${ref.chunkMap} are missing from the store`, { details: { missing: gone.slice(0, 100) } });
+    maps.push(map);
+  }
+  const missing = await srv.store.missingChunks(digests, maps);
   if (missing.length) {
     throw new KkError('MANIFEST_INVALID', `${missing.length} chunk(s) of manifest ${ref.manifest} are missing from the store`, {
       details: { missing: missing.slice(0, 100) },
