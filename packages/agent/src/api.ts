@@ -28,7 +28,10 @@ export interface LogLine {
 export interface ClaimedTask {
   attempt_id: string;
   lease_ms: number;
-  task: { id: string; project: string; app: string; version: string; manifest: string | null; attempts: number };
+  /** A pull-only token for the server's store, scoped to the task's app (the server mints one per claim). */
+  store_token?: string;
+  /** `source` verify: check the directory against the version instead of applying it. */
+  task: { id: string; project: string; app: string; version: string; manifest: string | null; attempts: number; source?: string };
   target: { id: string; path: string; strategy: 'mirror' | 'overlay'; include: string[]; exclude: string[]; on_local_change?: string };
 }
 
@@ -49,7 +52,7 @@ export interface HeartbeatAnswer {
 export interface Identity {
   node: string;
   token: string;
-  /** A pull token for the server's store routes (they take kk tokens, not node tokens). */
+  /** A pull token for the server's store routes from older servers (now each claim brings one). */
   store_token?: string;
 }
 

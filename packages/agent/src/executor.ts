@@ -3,7 +3,7 @@
 // what mirror would delete and those paths are protected for the real run. Include/exclude are
 // merged with the defaults (.git/, runtime/, tmp/) as ignore rules, so excluded paths are never
 // touched. Every failure becomes an outcome with the error's code and a sentence saying why.
-import { type Hasher, KkError, type Store, Store as StoreClass, isKkError, pull, withRetry } from '@kk/core';
+import { type Hasher, KkError, type Store, Store as StoreClass, type VerifyProblem, isKkError, pull, verifyTarget, withRetry } from '@kk/core';
 import { openDriver } from '@kk/drivers';
 import type { ClaimedTask, LogLine, TaskOutcome } from './api.js';
 
@@ -41,8 +41,10 @@ export function ignoreRules(t: Pick<ClaimedTask['target'], 'include' | 'exclude'
 export interface PullExecutorOptions {
   /** The store to pull from: the server's URL (the default) or any store URL. */
   storeUrl: string;
-  /** Token for the store (the node token when the store is the server). */
+  /** Token for the store when the claim brings none (or `claimToken` is false). */
   token?: string;
+  /** Use the store token each claim brings (the store is the server). Default true. */
+  claimToken?: boolean;
   hasher: Hasher;
   /** Where core keeps each target's state (applied versions, caches, journal). */
   stateDir: string;
@@ -57,9 +59,10 @@ export interface PullExecutorOptions {
 export class PullExecutor implements TaskExecutor {
   constructor(private readonly opts: PullExecutorOptions) {}
 
-  private async store(): Promise<Store> {
+  private async store(claim: ClaimedTask): Promise<Store> {
     if (this.opts.openStore) return this.opts.openStore();
-    const driver = await openDriver(this.opts.storeUrl, this.opts.token ? { token: this.opts.token } : {});
+    const token = (this.opts.claimToken !== false ? claim.store_token : undefined) ?? this.opts.token;
+    const driver = await openDriver(this.opts.storeUrl, token ? { token } : {});
     try {
       // A short outage of the server does not fail a task that is fetching.
       return await StoreClass.open(withRetry(driver, { retries: 6, baseMs: 500 }));
@@ -74,7 +77,7 @@ export class PullExecutor implements TaskExecutor {
     let store: Store | undefined;
     try {
       ctx.stage('resolve', 0);
-      store = await this.store();
+      store = await this.store(claim);
       const info = await store.resolveVersion(task.project, task.app, task.version);
       if (task.manifest && info.manifest !== task.manifest) {
         throw new KkError('MANIFEST_INVALID', `version ${task.version} of ${task.project}/${task.app} now names manifest ${info.manifest}, but the task was for ${task.manifest}`, {
@@ -82,6 +85,7 @@ export class PullExecutor implements TaskExecutor {
         });
       }
       const ignore = ignoreRules(target);
+      if (task.source === 'verify') return await this.verify(claim, store, info.manifest, ignore, ctx);
       const base = {
         store,
         hasher: this.opts.hasher,
@@ -134,6 +138,34 @@ export class PullExecutor implements TaskExecutor {
       if (store && !this.opts.openStore) await store.driver.close().catch(() => {});
     }
   }
+
+  /**
+   * Verify (DESIGN 13): rehash the directory against the version's manifest. Every file exact and
+   * nothing extra (overlay: extra files are allowed) is OK; anything else is a CONFLICT naming the
+   * first differences.
+   */
+  private async verify(claim: ClaimedTask, store: Store, digest: string, ignore: string[], ctx: ExecutionContext): Promise<TaskOutcome> {
+    const { task, target } = claim;
+    ctx.stage('verify', 0);
+    ctx.log(`verifying ${target.path} against ${task.project}/${task.app} ${task.version}`);
+    const manifest = await store.getManifest(digest as Parameters<Store['getManifest']>[0]);
+    const r = await verifyTarget({ target: target.path, manifest, hasher: this.opts.hasher, ignore });
+    const problems = r.problems.filter((p) => target.strategy === 'mirror' || (p.problem !== 'extra' && p.problem !== 'not-a-dir'));
+    const result = { verified: problems.length === 0, files_checked: r.filesChecked, bytes_hashed: r.bytesHashed, problems: problems.slice(0, 50) };
+    ctx.stage('done', 1);
+    if (!problems.length) {
+      ctx.log(`verify OK: ${r.filesChecked} files match ${task.version}`);
+      return { ok: true, result };
+    }
+    const shown = problems.slice(0, 10).map(describeProblem).join('; ');
+    for (const p of problems.slice(0, 50)) ctx.log(`differs: ${describeProblem(p)}`, 'error');
+    return { ok: false, code: 'CONFLICT', reason: `${problems.length} difference(s) between ${target.path} and ${task.version}: ${shown}${problems.length > 10 ? '; ...' : ''}`, retryable: false, result };
+  }
+}
+
+function describeProblem(p: VerifyProblem): string {
+  const what = { missing: 'missing', content: 'changed locally', mode: 'mode changed', mtime: 'modified time changed', extra: 'not in the version', 'not-a-file': 'not a file', 'not-a-dir': 'not a directory' }[p.problem];
+  return `${p.path} (${what}${p.expected !== undefined && p.problem === 'mode' ? `: ${p.actual} instead of ${p.expected}` : ''})`;
 }
 
 /** A failure as the server records it: a stable code and a sentence saying what to do. */

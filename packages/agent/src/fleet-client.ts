@@ -51,6 +51,9 @@ export class FleetClient {
   pause(id: string, b: { reason: string; until?: string }) {
     return this.call('POST', `targets/${encodeURIComponent(id)}/pause`, b);
   }
+  verify(id: string) {
+    return this.call('POST', `targets/${encodeURIComponent(id)}/verify`, {});
+  }
   resume(id: string) {
     return this.call('POST', `targets/${encodeURIComponent(id)}/resume`, {});
   }

@@ -1,7 +1,7 @@
 // The events table: every state change appends one row with a monotonically increasing `seq`,
 // in the same transaction as the change. Webhook deliveries are fed from it: appending an event
-// of a webhook type (push, pull, promote, rollback, delete) inserts, in that same transaction,
-// one pending delivery per matching webhook, so an event with a subscriber can never lack its
+// of a webhook type (util.ts EVENT_TYPES: the store's, the fleet's, deploy.*) inserts, in that
+// same transaction, one pending delivery per matching webhook, so an event with a subscriber can never lack its
 // delivery, and never gets two (a unique index on (event_seq, webhook)).
 //
 // Gap-free reading: on SQLite BEGIN IMMEDIATE serializes writers, so seqs commit in order. On
@@ -12,7 +12,7 @@ import { sql } from 'kysely';
 import type { Selectable } from 'kysely';
 import type { ControlDb, Executor } from './db.js';
 import type { EventsTable } from './schema.js';
-import { EVENT_TYPES, type EventType, stripUndefined, timeId } from './util.js';
+import { EVENT_TYPES, type EventType, STORE_EVENT_TYPES, stripUndefined, timeId } from './util.js';
 import { matchesEvent, webhookFromRow } from './webhooks.js';
 
 
@@ -29,7 +29,7 @@ export interface KkEvent {
   /** The version a promote or rollback moved away from. */
   previous?: string;
   actor: { token: string; agent?: string; address?: string };
-  /** Anything else the change carries (token id, webhook id...). Not set on webhook event types. */
+  /** Anything else the change carries (token id, webhook id, target, node, reason...). Not set on store event types. */
   details?: Record<string, unknown>;
 }
 
@@ -93,7 +93,8 @@ export class Events {
       .executeTakeFirstOrThrow();
     const seq = Number(row.seq);
     const deliveries: string[] = [];
-    if (isWebhookEvent(event.type) && event.project && event.app) {
+    // A store event is about one app; fleet and deploy events may concern a node or a project only.
+    if (isWebhookEvent(event.type) && ((event.project && event.app) || !(STORE_EVENT_TYPES as readonly string[]).includes(event.type))) {
       const hooks = (await tx.selectFrom('webhooks').selectAll().where('active', '=', 1).execute()).map(webhookFromRow);
       const now = new Date();
       for (const w of hooks.filter((h) => matchesEvent(h, event))) {

@@ -49,7 +49,8 @@ it('enrolment, node tokens and their scope; refusals name the cause', async () =
   const a = await call('POST', '/api/sync/agent/enrol', { registration_token: reg.json.token, name: 'n1', tags: { role: 'web' } }, '');
   const b = await call('POST', '/api/sync/agent/enrol', { registration_token: reg.json.token, name: 'n2' }, '');
   expect(a.status).toBe(201);
-  expect(a.json).toMatchObject({ node: { name: 'n1', status: 'ONLINE', tags: { role: 'web' } }, token: expect.stringMatching(/^kkn_/), store_token: expect.stringMatching(/^kk_/) });
+  expect(a.json).toMatchObject({ node: { name: 'n1', status: 'ONLINE', tags: { role: 'web' } }, token: expect.stringMatching(/^kkn_/) });
+  expect(a.json.store_token).toBeUndefined(); // each claim brings a scoped one
   // A's token may not heartbeat for B.
   const other = await call('POST', `/api/sync/nodes/${b.json.node.id}/heartbeat`, {}, a.json.token);
   expect(other.status).toBe(403);
@@ -57,9 +58,6 @@ it('enrolment, node tokens and their scope; refusals name the cause', async () =
   expect((await call('POST', `/api/sync/nodes/${a.json.node.id}/heartbeat`, {}, 'kkn_nope')).status).toBe(401);
   const hb = await call('POST', `/api/sync/nodes/${a.json.node.id}/heartbeat`, { info: { v: 1 } }, a.json.token);
   expect(hb).toMatchObject({ status: 200, json: { interval_ms: expect.any(Number), lease_ms: expect.any(Number) } });
-  // The store token reads versions (pull) and nothing more.
-  expect((await call('GET', '/api/v1/projects/shop/apps/web/versions', undefined, a.json.store_token)).status).toBe(200);
-  expect((await call('POST', '/api/sync/registration-tokens', {}, a.json.store_token)).status).toBe(403);
   // Nodes: list with a tag filter, test, drain.
   const list = await call('GET', '/api/sync/nodes?tag=role=web');
   expect(list.json.items.map((n: { name: string }) => n.name)).toEqual(['n1']);
@@ -120,4 +118,57 @@ it('targets, claims, reports with fencing, pause/resume and tasks', async () => 
   expect((await call('POST', `/api/sync/tasks/${running.id}/retry`)).json.state).toBe('PENDING');
   expect((await call('PUT', '/api/sync/projects/shop', { max_parallel_nodes: 2 })).json.max_parallel_nodes).toBe(2);
   expect((await call('GET', '/api/sync/tasks?status=BOGUS')).status).toBe(400);
+});
+
+it('each claim brings a pull token scoped to its app (revoked with the next claim and with the node); verify, CONFLICT, a pull on a paused target', async () => {
+  const hook = await call('POST', '/api/v1/webhooks', { url: 'http://127.0.0.1:9/hook', events: ['sync.conflict', 'sync.paused_pull', 'target.paused', 'sync.verified'] });
+  expect(hook.status).toBe(201);
+  const reg = await call('POST', '/api/sync/registration-tokens', {});
+  const n = (await call('POST', '/api/sync/agent/enrol', { registration_token: reg.json.token, name: 'v1node' }, '')).json;
+  const target = (await call('POST', '/api/sync/targets', { project: 'shop', app: 'web', node: 'v1node', path: '/srv/verify' })).json.id;
+  const finish = async (claim: Record<string, any>, outcome: unknown) =>
+    (await call('POST', `/api/sync/tasks/${claim.task.id}/report`, { attempt_id: claim.attempt_id, outcome }, n.token)).json.state;
+  // Resume of a target that is not paused: a sync; resume after a pause: sync, then a verify.
+  await call('POST', '/api/sync/sync', { target });
+  const c1 = (await call('POST', '/api/sync/agent/claim?wait_ms=1000', {}, n.token)).json;
+  expect(c1.store_token).toMatch(/^kk_/);
+  expect((await call('GET', '/api/v1/projects/shop/apps/web/versions', undefined, c1.store_token)).status).toBe(200);
+  expect((await call('POST', '/api/v1/promote', { project: 'shop', app: 'web', version: 'v1' }, c1.store_token)).status).toBe(403);
+  expect((await call('GET', '/api/v1/projects/other/apps/web/versions', undefined, c1.store_token)).status).toBe(403);
+  expect((await call('POST', '/api/sync/registration-tokens', {}, c1.store_token)).status).toBe(403);
+  expect(await finish(c1, { ok: true, result: { files_added: 1 } })).toBe('SUCCESS');
+  expect((await call('POST', `/api/sync/targets/${target}/pause`, { reason: 'upgrade' })).status).toBe(200);
+  // A pull recorded with this node's token while its target is paused raises the alarm.
+  const manifest = (await call('GET', '/api/v1/projects/shop/apps/web/versions/v1')).json.manifest;
+  expect((await call('POST', '/api/v1/pulls', { project: 'shop', app: 'web', version: 'v1', manifest }, c1.store_token)).status).toBe(201);
+  await server.sync.tick();
+  const alarm = (await call('GET', '/api/v1/events?since=0&type=sync.paused_pull&limit=500')).json.items;
+  expect(alarm).toHaveLength(1);
+  expect(alarm[0]).toMatchObject({ project: 'shop', app: 'web', details: { target, node: n.node.id, paused_reason: 'upgrade' } });
+  const resumed = (await call('POST', `/api/sync/targets/${target}/resume`)).json;
+  expect(resumed.task).toMatchObject({ source: 'resume' });
+  const c2 = (await call('POST', '/api/sync/agent/claim?wait_ms=1000', {}, n.token)).json;
+  // The previous claim's token is revoked by this one.
+  expect((await call('GET', '/api/v1/projects/shop/apps/web/versions', undefined, c1.store_token)).status).toBe(401);
+  expect(await finish(c2, { ok: true, result: {} })).toBe('SUCCESS');
+  const v1 = (await call('POST', '/api/sync/agent/claim?wait_ms=1000', {}, n.token)).json;
+  expect(v1.task).toMatchObject({ source: 'verify', version: 'v2' }); // promoted is v2 since the test before
+  expect(await finish(v1, { ok: true, result: { verified: true, files_checked: 1 } })).toBe('SUCCESS');
+  expect((await call('GET', `/api/sync/targets/${target}`)).json).toMatchObject({ state: 'running', verify: { state: 'OK', version: 'v2' } });
+  // On demand: a verify that finds a changed file is a CONFLICT; the target is paused again.
+  expect((await call('POST', `/api/sync/targets/${target}/verify`)).status).toBe(202);
+  const v2 = (await call('POST', '/api/sync/agent/claim?wait_ms=1000', {}, n.token)).json;
+  expect(await finish(v2, { ok: false, code: 'CONFLICT', reason: '1 difference(s): index.html (changed locally)', result: { problems: [{ path: 'index.html', problem: 'content' }] } })).toBe('FAILED');
+  const st = (await call('GET', `/api/sync/targets/${target}`)).json;
+  expect(st).toMatchObject({ state: 'paused', verify: { state: 'CONFLICT', error: { code: 'CONFLICT' } }, target: { paused: { by: 'system', reason: expect.stringMatching(/^CONFLICT: verify of v2 .*index\.html \(changed locally\)/) } } });
+  const conflict = (await call('GET', '/api/v1/events?since=0&type=sync.conflict&limit=500')).json.items;
+  expect(conflict).toHaveLength(1);
+  expect(conflict[0].details).toMatchObject({ target, code: 'CONFLICT', problems: [{ path: 'index.html' }] });
+  // Webhooks were queued for the alarm types, signed like every delivery.
+  const deliveries = (await call('GET', `/api/v1/webhooks/${hook.json.id}/deliveries?limit=50`)).json.items.map((d: { event: string }) => d.event).sort();
+  expect(deliveries).toEqual(['sync.conflict', 'sync.paused_pull', 'sync.verified', 'target.paused', 'target.paused']);
+  expect((await call('POST', `/api/sync/targets/${target}/verify`)).json.error.code).toBe('PAUSED');
+  // Removing the node revokes its store token.
+  expect((await call('DELETE', `/api/sync/nodes/${n.node.id}?force=1`)).status).toBe(200);
+  expect((await call('GET', '/api/v1/projects/shop/apps/web/versions', undefined, v2.store_token)).status).toBe(401);
 });

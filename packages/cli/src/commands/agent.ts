@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { Flags } from '@oclif/core';
-import { Agent, HttpAgentApi, PullExecutor, parseTags } from '@kk/agent';
+import { Agent, HttpAgentApi, PullExecutor, agentDeploys, parseTags } from '@kk/agent';
 import { agentId, defaultStateRoot } from '@kk/core';
 import { KkCommand, type Outcome } from '../base.js';
 
@@ -44,13 +44,17 @@ export default class AgentCommand extends KkCommand<typeof AgentCommand> {
     const id = await bootstrap.ensureIdentity();
     const executor = new PullExecutor({
       storeUrl: f.store ?? f.server,
-      token: f['store-token'] ?? (f.store ? undefined : (id.store_token ?? id.token)),
+      // Pulling from the server: each claim brings a pull token scoped to its task's app.
+      token: f['store-token'] ?? (f.store ? undefined : id.store_token),
+      claimToken: !f.store,
       hasher: this.hasher,
       stateDir: join(stateDir, 'targets'),
       agent: await agentId(),
       ...(f.concurrency ? { concurrency: f.concurrency } : {}),
     } as ConstructorParameters<typeof PullExecutor>[0]);
-    const agent = new Agent({ api, executor, stateDir, server: f.server, name: id.name, log, ...(f['poll-wait'] !== undefined ? { pollWaitMs: f['poll-wait'] * 1000 } : {}), info: () => ({ agent: 'kk agent', name: id.name }) });
+    // Deploys (kk deploy ...): one at a time beside the sync tasks, journalled in the state dir.
+    const deploys = agentDeploys({ server: f.server, stateDir, hasher: this.hasher, ...(f.store ? { storeUrl: f.store } : {}), ...(f['store-token'] ? { storeToken: f['store-token'] } : {}), log, ...(f['poll-wait'] !== undefined ? { pollWaitMs: f['poll-wait'] * 1000 } : {}) });
+    const agent = new Agent({ api, executor, deploys, stateDir, server: f.server, name: id.name, log, ...(f['poll-wait'] !== undefined ? { pollWaitMs: f['poll-wait'] * 1000 } : {}), info: () => ({ agent: 'kk agent', name: id.name }) });
     // Stop cleanly instead of the base command's immediate exit: the running task finishes.
     process.removeAllListeners('SIGINT');
     process.removeAllListeners('SIGTERM');

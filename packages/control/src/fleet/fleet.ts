@@ -26,6 +26,8 @@ export interface FleetOptions {
   leaseMs?: number;
   /** Log lines kept per task; later ones are counted, not stored. Default 2000. */
   logMax?: number;
+  /** A verify not finished this long after it was queued is a CONFLICT (seed 002: 2 min). Default 120 s. */
+  verifyTimeoutMs?: number;
   /** No lease expires and no agent goes OFFLINE before this time (ms). Default: start + leaseMs, so agents can reconnect after a server restart. */
   graceUntilMs?: number;
   /** The clock (tests move it). */
@@ -151,6 +153,15 @@ export interface HistoryEntry {
   status: string;
   error: { code: string; reason: string } | null;
   time: string;
+}
+
+/** The last verify of a target: OK, CONFLICT (a file differs, or it timed out), running (queued or running) or canceled. */
+export interface VerifyStatus {
+  task: string;
+  version: string;
+  state: 'OK' | 'CONFLICT' | 'RUNNING' | 'CANCELED';
+  time: string;
+  error: { code: string; reason: string } | null;
 }
 
 export const DEFAULT_MAX_PARALLEL_NODES = 5;
@@ -309,6 +320,7 @@ export class Fleet {
   offlineAfterMs: number;
   leaseMs: number;
   logMax: number;
+  verifyTimeoutMs: number;
   private graceUntilMs: number;
   private readonly now: () => number;
   private readonly random: () => number;
@@ -325,6 +337,7 @@ export class Fleet {
     this.offlineAfterMs = opts.offlineAfterMs ?? 50_000;
     this.leaseMs = opts.leaseMs ?? 30_000;
     this.logMax = opts.logMax ?? 2000;
+    this.verifyTimeoutMs = opts.verifyTimeoutMs ?? 120_000;
     this.now = opts.now ?? Date.now;
     this.random = opts.random ?? Math.random;
     // After a (re)start, agents get a lease's worth of time to reconnect before anything expires.
@@ -333,7 +346,7 @@ export class Fleet {
   }
 
   /** Change the timings after construction (the server reads them from its config); restarts the grace. */
-  configure(opts: Pick<FleetOptions, 'heartbeatIntervalMs' | 'offlineAfterMs' | 'leaseMs' | 'logMax'>): void {
+  configure(opts: Pick<FleetOptions, 'heartbeatIntervalMs' | 'offlineAfterMs' | 'leaseMs' | 'logMax' | 'verifyTimeoutMs'>): void {
     const pos = (v: number | undefined, what: string) => {
       if (v !== undefined && !(Number.isInteger(v) && v > 0)) throw new KkError('CONFIG_INVALID', `${what} must be a positive number of milliseconds`);
       return v;
@@ -342,6 +355,7 @@ export class Fleet {
     this.offlineAfterMs = pos(opts.offlineAfterMs, 'offline threshold') ?? this.offlineAfterMs;
     this.leaseMs = pos(opts.leaseMs, 'lease') ?? this.leaseMs;
     this.logMax = pos(opts.logMax, 'log lines per task') ?? this.logMax;
+    this.verifyTimeoutMs = pos(opts.verifyTimeoutMs, 'verify timeout') ?? this.verifyTimeoutMs;
     this.graceUntilMs = this.now() + this.leaseMs;
   }
 
@@ -434,6 +448,15 @@ export class Fleet {
     await tx.updateTable('node_tokens').set({ revoked: iso(this.now()) }).where('node', '=', node).where('revoked', 'is', null).execute();
     await tx.insertInto('node_tokens').values({ id, node, hash: sha256hex(secret), created: iso(this.now()), revoked: null, registration }).execute();
     return `kkn_${id}_${secret}`;
+  }
+
+  /** Revoke the node's store tokens but `keep`; delete its ones revoked more than a day ago. */
+  async retireStoreTokens(node: string, keep: string): Promise<void> {
+    const now = this.now();
+    await this.tx(async (tx) => {
+      await tx.updateTable('tokens').set({ revoked: iso(now) }).where('created_by', '=', `node:${node}`).where('id', '!=', keep).where('revoked', 'is', null).execute();
+      await tx.deleteFrom('tokens').where('created_by', '=', `node:${node}`).where('revoked', '<', iso(now - 86_400_000)).execute();
+    });
   }
 
   /** A new token for a node (the old one stops working at once). */
@@ -560,6 +583,8 @@ export class Fleet {
       }
       if (targets.length) await tx.deleteFrom('targets').where('node', '=', node.id).execute();
       await tx.deleteFrom('nodes').where('id', '=', node.id).execute();
+      // Its store (pull) tokens stop working with it.
+      await tx.updateTable('tokens').set({ revoked: iso(this.now()) }).where('created_by', '=', `node:${node.id}`).where('revoked', 'is', null).execute();
       await this.events.append(tx as unknown as Executor, { type: 'node.removed', actor: { token: opts.by }, details: { node: node.id, name: node.name, targets: targets.map((t) => t.id) } });
     });
   }
@@ -791,8 +816,18 @@ export class Fleet {
   }
 
   /** Running or paused (by whom, since), the last sync and the last 10 syncs. */
-  async targetStatus(id: string): Promise<{ target: Target; state: 'running' | 'paused'; history: HistoryEntry[]; queued: Task | null; running: Task | null }> {
+  async targetStatus(id: string): Promise<{ target: Target; state: 'running' | 'paused'; history: HistoryEntry[]; queued: Task | null; running: Task | null; verify: VerifyStatus | null }> {
     const target = await this.target(id);
+    const v = await this.db.selectFrom('tasks').selectAll().where('target', '=', id).where('source', '=', 'verify').orderBy('created_ms', 'desc').orderBy('id', 'desc').limit(1).executeTakeFirst();
+    const verify: VerifyStatus | null = v
+      ? {
+          task: v.id,
+          version: v.version,
+          state: v.state === 'SUCCESS' ? 'OK' : v.state === 'FAILED' || (v.state === 'CANCELED' && v.error_code === 'VERIFY_TIMEOUT') ? 'CONFLICT' : v.state === 'CANCELED' ? 'CANCELED' : 'RUNNING',
+          time: v.finished ?? v.created,
+          error: v.error_code ? { code: v.error_code, reason: v.error_reason ?? '' } : null,
+        }
+      : null;
     const hist = await this.db.selectFrom('sync_history').selectAll().where('target', '=', id).orderBy('n', 'desc').limit(10).execute();
     const live = await this.db.selectFrom('tasks').selectAll().where('target', '=', id).where('state', 'in', ['PENDING', 'RETRYING', 'RUNNING']).execute();
     return {
@@ -813,6 +848,7 @@ export class Fleet {
       })),
       queued: live.filter((t) => t.state !== 'RUNNING').map(taskFromRow)[0] ?? null,
       running: live.filter((t) => t.state === 'RUNNING').map(taskFromRow)[0] ?? null,
+      verify,
     };
   }
 
@@ -834,8 +870,15 @@ export class Fleet {
     if (!target) throw notFound('target', targetId);
     const now = this.now();
     const live = await tx.selectFrom('tasks').selectAll().where('target', '=', targetId).where('state', 'in', ['PENDING', 'RETRYING', 'RUNNING']).execute();
-    const same = live.find((t) => t.version === v.version && (t.manifest ?? null) === (v.manifest ?? t.manifest ?? null));
-    if (same) return taskFromRow(same);
+    const same = live.find((t) => t.version === v.version && (t.manifest ?? null) === (v.manifest ?? t.manifest ?? null) && (t.source === 'verify') === (v.source === 'verify'));
+    if (same) {
+      // A resume that finds its version already queued makes that task the resume's sync (a verify follows it).
+      if (v.source === 'resume' && same.source !== 'resume') {
+        await tx.updateTable('tasks').set({ source: 'resume' }).where('id', '=', same.id).execute();
+        return taskFromRow({ ...same, source: 'resume' });
+      }
+      return taskFromRow(same);
+    }
     const ctx = { by: v.by, project: target.project, app: target.app, time: iso(now) };
     for (const q of live.filter((t) => t.state !== 'RUNNING')) {
       await transition(
@@ -1011,6 +1054,13 @@ export class Fleet {
       await transition(tx, this.events, { entity: 'task', id: t.id, from: 'RUNNING', to: 'SUCCESS', set: { ...release, result, finished: iso(now), stage: 'done', progress: 1 } }, { ...ctx, details: { target: t.target, node: t.node, attempt: Number(t.attempts), result: o.result } });
       await tx.updateTable('targets').set({ current_version: t.version, last_sync: iso(now), last_status: 'SUCCESS', consecutive_failures: 0, updated: iso(now) }).where('id', '=', t.target).execute();
       await this.history(tx, t, 'SUCCESS', o.result, null, now);
+      if (t.source === 'verify') {
+        await this.events.append(tx as unknown as Executor, { type: 'sync.verified', ...ctx, actor: { token: by }, details: { target: t.target, node: t.node, path: target.path, task: t.id, files_checked: o.result?.files_checked ?? null } });
+      } else if (t.source === 'resume') {
+        // Seed 002: after a resume, one sync, then a verify that the node holds exactly the version.
+        const newer = await tx.selectFrom('tasks').select('id').where('target', '=', t.target).where('state', 'in', ['PENDING', 'RETRYING']).executeTakeFirst();
+        if (!newer) await this.enqueueIn(tx, t.target, { version: t.version, ...(t.manifest ? { manifest: t.manifest } : {}), source: 'verify', by: 'system' });
+      }
       if (Number(target.consecutive_failures) > 0) {
         await this.events.append(tx as unknown as Executor, { type: 'sync.target_recovered', ...ctx, actor: { token: by }, details: { target: t.target, node: t.node, after_failures: Number(target.consecutive_failures) } });
       }
@@ -1030,6 +1080,7 @@ export class Fleet {
       } else {
         await transition(tx, this.events, { entity: 'task', id: t.id, from: 'RUNNING', to: 'FAILED', set: { ...release, result, finished: iso(now), error_code: code, error_reason: reason } }, { ...ctx, details: { target: t.target, node: t.node, attempt: attempts, code, reason } });
         await this.history(tx, t, 'FAILED', o.result, { code, reason }, now);
+        if (t.source === 'verify') await this.conflict(tx, targetFromRow(target), t, code, reason, now, o.result);
       }
       const failures = Number(target.consecutive_failures) + 1;
       await tx.updateTable('targets').set({ last_status: retry ? 'RETRYING' : 'FAILED', consecutive_failures: failures, updated: iso(now) }).where('id', '=', t.target).execute();
@@ -1039,6 +1090,67 @@ export class Fleet {
       }
     }
     await this.resizeSlots(tx, t.project, Number(proj.max_parallel_nodes));
+  }
+
+  /**
+   * A verify that failed for good (CONFLICT: a file differs; VERIFY_TIMEOUT; or whatever stopped
+   * it): the alarm event (webhook type sync.conflict) and the target paused again until a person
+   * looks (DESIGN 13).
+   */
+  private async conflict(tx: FleetExecutor, target: Target, t: Selectable<TasksTable>, code: string, reason: string, now: number, result?: TaskResult): Promise<void> {
+    const why = `CONFLICT: verify of ${t.version} on node ${t.node} (${target.path}) failed: ${code}: ${reason}`.slice(0, 2000);
+    await this.events.append(tx as unknown as Executor, {
+      type: 'sync.conflict',
+      project: t.project,
+      app: t.app,
+      version: t.version,
+      time: iso(now),
+      actor: { token: 'system' },
+      details: { target: t.target, node: t.node, path: target.path, task: t.id, code, reason, ...(Array.isArray(result?.problems) ? { problems: (result!.problems as unknown[]).slice(0, 20) } : {}) },
+    });
+    if (!target.paused) {
+      await transition(
+        tx,
+        this.events,
+        { entity: 'target', id: t.target, from: 'running', to: 'paused', set: { paused_reason: why, paused_by: 'system', paused_since: iso(now), paused_until_ms: null } },
+        { by: 'system', project: t.project, app: t.app, time: iso(now), details: { reason: why, until: null, conflict: t.id } },
+      );
+    }
+  }
+
+  /** Queue a verify of what the target holds now (on demand; a resume queues one by itself). */
+  async verify(targetId: string, by: string): Promise<Task> {
+    const t = await this.target(targetId);
+    if (!t.current_version) throw new KkError('NOT_FOUND', `target ${targetId} holds no version yet: nothing to verify`, { hint: 'sync it first (kk sync --target ...)' });
+    if (t.paused) throw new KkError('PAUSED', `target ${targetId} is paused by ${t.paused.by} since ${t.paused.since}: ${t.paused.reason}`, { hint: 'resume it: a resume syncs and then verifies' });
+    const task = await this.tx((tx) => this.enqueueIn(tx, targetId, { version: t.current_version!, source: 'verify', by }));
+    this.onWork([task.node]);
+    return task;
+  }
+
+  /**
+   * A pull was recorded by `token`: when that is a node's store token and the node has a paused
+   * target of (project, app), raise the alarm (seed 002: nothing may apply while paused).
+   */
+  async pullObserved(e: { project: string; app: string; version?: string; token: string; agent?: string; seq?: number }): Promise<number> {
+    const tok = await this.db.selectFrom('tokens').select('created_by').where('id', '=', e.token).executeTakeFirst();
+    const m = /^node:(.+)$/.exec(tok?.created_by ?? '');
+    if (!m) return 0;
+    const paused = await this.db.selectFrom('targets').selectAll().where('node', '=', m[1]!).where('project', '=', e.project).where('app', '=', e.app).where('paused_reason', 'is not', null).execute();
+    if (!paused.length) return 0;
+    await this.tx(async (tx) => {
+      for (const t of paused) {
+        await this.events.append(tx as unknown as Executor, {
+          type: 'sync.paused_pull',
+          project: e.project,
+          app: e.app,
+          ...(e.version ? { version: e.version } : {}),
+          actor: { token: e.token, ...(e.agent ? { agent: e.agent } : {}) },
+          details: { target: t.id, node: t.node, path: t.path, paused_by: t.paused_by, paused_reason: t.paused_reason, pull_event: e.seq ?? null, reason: `a pull of ${e.project}/${e.app} ${e.version ?? ''} by node ${t.node} while target ${t.id} is paused` },
+        });
+      }
+    });
+    return paused.length;
   }
 
   private async history(tx: FleetExecutor, t: Selectable<TasksTable>, status: string, r: TaskResult | undefined, err: { code: string; reason: string } | null, now: number) {
@@ -1153,6 +1265,32 @@ export class Fleet {
           if (!cur || cur.state !== 'RUNNING' || cur.attempt_id !== t.attempt_id || Number(cur.lease_expires_ms) >= now) return false;
           const node = await tx.selectFrom('nodes').select('name').where('id', '=', t.node).executeTakeFirst();
           await this.finishAttempt(tx, cur, { ok: false, code: 'LEASE_EXPIRED', reason: `node ${node?.name ?? t.node} stopped reporting on attempt ${cur.attempt_id} (lease expired at ${iso(Number(cur.lease_expires_ms))})`, retryable: true }, now, 'system');
+          return true;
+        });
+        if (done) out.expired++;
+      }
+      const late = await this.db
+        .selectFrom('tasks')
+        .selectAll()
+        .where('source', '=', 'verify')
+        .where('state', 'in', ['PENDING', 'RETRYING', 'RUNNING'])
+        .where('created_ms', '<', now - this.verifyTimeoutMs)
+        .limit(500)
+        .execute();
+      for (const t of late) {
+        const done = await this.tx(async (tx) => {
+          const reason = `the verify did not finish within ${Math.round(this.verifyTimeoutMs / 1000)} s (the task was ${t.state})`;
+          const moved = await transition(
+            tx,
+            this.events,
+            { entity: 'task', id: t.id, from: t.state as TaskState, to: 'CANCELED', set: { slot: null, lease_expires_ms: null, next_attempt_ms: null, finished: iso(now), error_code: 'VERIFY_TIMEOUT', error_reason: reason } },
+            { by: 'system', project: t.project, app: t.app, version: t.version, time: iso(now), details: { target: t.target, node: t.node } },
+          );
+          if (!moved) return false;
+          await this.history(tx, t, 'CANCELED', undefined, { code: 'VERIFY_TIMEOUT', reason }, now);
+          const target = await tx.selectFrom('targets').selectAll().where('id', '=', t.target).executeTakeFirstOrThrow();
+          await this.conflict(tx, targetFromRow(target), t, 'VERIFY_TIMEOUT', reason, now);
+          await this.resizeSlots(tx, t.project, Number((await this.ensureProject(tx, t.project)).max_parallel_nodes));
           return true;
         });
         if (done) out.expired++;

@@ -39,6 +39,8 @@ export const NON_RETRYABLE_CODES: ReadonlySet<string> = new Set([
   'FORBIDDEN',
   'PAUSED',
   'PATH_NOT_ALLOWED',
+  'CONFLICT',
+  'VERIFY_TIMEOUT',
 ]);
 
 export function isRetryable(code: string): boolean {

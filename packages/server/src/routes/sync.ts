@@ -17,6 +17,7 @@ const MAX_WAIT_MS = 60_000;
 const BODY_LIMIT = 4 * 1024 * 1024;
 const TRIGGER_CURSOR = 'fleet.trigger_seq';
 const TRIGGER_LEASE = 'fleet.trigger';
+const STORE_TOKEN_MS = 12 * 3600_000;
 
 export interface SyncService {
   /** Stop the background loops and wake every waiting long-poll. */
@@ -59,6 +60,7 @@ export function registerSyncRoutes(srv: ServerContext, opts: { sweepEveryMs?: nu
   r.add('DELETE', `${BASE}/targets/{id}`, { handler: (c) => removeTarget(srv, c) });
   r.add('POST', `${BASE}/targets/{id}/pause`, { handler: (c) => pause(srv, c) });
   r.add('POST', `${BASE}/targets/{id}/resume`, { handler: (c) => resume(srv, c) });
+  r.add('POST', `${BASE}/targets/{id}/verify`, { handler: (c) => verifyTarget(srv, c) });
   r.add('POST', `${BASE}/sync`, { handler: (c) => manualSync(srv, c) });
 
   r.add('GET', `${BASE}/tasks`, { handler: (c) => listTasks(srv, c) });
@@ -168,9 +170,8 @@ async function enrol(srv: ServerContext, c: Call): Promise<void> {
     ...(c.address ? { address: c.address } : {}),
     ...(b.info && typeof b.info === 'object' ? { info: b.info } : {}),
   });
-  // The store routes take kk tokens: the agent reads versions with a pull token of its own.
-  const pull = await srv.control.tokens.mint({ name: `node ${node.name} (${node.id})`, scope: { kind: 'global' }, permissions: ['pull'] }, `node:${node.id}`);
-  await sendJson(c.req, c.res, 201, { node, token, store_token: pull.token, heartbeat_interval_ms: srv.control.fleet.heartbeatIntervalMs });
+  // No store token here: each claim carries one scoped to its task's app (see claim()).
+  await sendJson(c.req, c.res, 201, { node, token, heartbeat_interval_ms: srv.control.fleet.heartbeatIntervalMs });
 }
 
 // ---------------------------------------------------------------- nodes
@@ -260,7 +261,7 @@ async function claim(srv: ServerContext, c: Call, waiters: Set<() => void> & { c
         srv.log.warn('claimed task for a long-poll that went away', { node, task: got.task.id });
         return;
       }
-      await sendJson(c.req, c.res, 200, got);
+      await sendJson(c.req, c.res, 200, { ...got, store_token: await storeToken(srv, node, got) });
       return;
     }
     const left = end - Date.now();
@@ -280,6 +281,18 @@ async function claim(srv: ServerContext, c: Call, waiters: Set<() => void> & { c
     c.res.writeHead(204);
     c.res.end();
   }
+}
+
+/**
+ * The store routes take kk tokens: each claim brings a pull-only token scoped to the task's app,
+ * expiring in 12 h, created by `node:<id>` (so node removal revokes it, and a pull it records is
+ * known to be that node's). The node's earlier store tokens are revoked (one task at a time), and
+ * revoked ones older than a day are deleted so the table does not grow with every task.
+ */
+async function storeToken(srv: ServerContext, node: string, got: Claim): Promise<string> {
+  const minted = await srv.control.tokens.mint({ name: `node ${node} task ${got.task.id}`, scope: { kind: 'app', project: got.task.project, apps: [got.task.app] }, permissions: ['pull'], expires: Date.now() + STORE_TOKEN_MS }, `node:${node}`);
+  await srv.control.fleet.retireStoreTokens(node, minted.record.id);
+  return minted.token;
 }
 
 async function report(srv: ServerContext, c: Call): Promise<void> {
@@ -345,6 +358,13 @@ async function resume(srv: ServerContext, c: Call): Promise<void> {
     throw err;
   });
   await sendJson(c.req, c.res, 200, { target: resumed, task: task ?? null });
+}
+
+/** Queue a verify of what the target holds (CONFLICT pauses it again). */
+async function verifyTarget(srv: ServerContext, c: Call): Promise<void> {
+  const t = await srv.control.fleet.target(c.params.id!);
+  requireProject(srv, c, t.project);
+  await sendJson(c.req, c.res, 202, await srv.control.fleet.verify(t.id, c.principal.tokenId));
 }
 
 /** What a target follows, resolved in the store now. NOT_FOUND when it names nothing yet. */
@@ -434,7 +454,8 @@ async function putProject(srv: ServerContext, c: Call): Promise<void> {
 // ---------------------------------------------------------------- the follower
 
 /**
- * Turn committed promote / rollback (of `promoted`) and push events into tasks, from a cursor
+ * Turn committed promote / rollback (of `promoted`) and push events into tasks, and pulls by a
+ * node with a paused target into alarms (sync.paused_pull), from a cursor
  * kept in the control database, by whichever instance holds the trigger lease. Enqueueing is
  * idempotent (the same version queued or running is kept), so a round repeated after a crash
  * does no harm.
@@ -448,6 +469,10 @@ async function followEvents(srv: ServerContext): Promise<void> {
     const page = await c.events.since(since, 200);
     for (const e of page.items) {
       if (!e.project || !e.app || !e.version) continue;
+      if (e.type === 'pull') {
+        await c.fleet.pullObserved({ project: e.project, app: e.app, version: e.version, token: e.actor.token, seq: e.seq, ...(e.actor.agent ? { agent: e.actor.agent } : {}) });
+        continue;
+      }
       const follows = e.type === 'push' ? 'latest' : (e.type === 'promote' || e.type === 'rollback') && (e.channel ?? 'promoted') === 'promoted' ? 'promoted' : undefined;
       if (!follows) continue;
       await c.fleet.versionChanged({ project: e.project, app: e.app, follows, version: e.version, ...(e.manifest ? { manifest: e.manifest } : {}), source: e.type, by: e.actor.token });

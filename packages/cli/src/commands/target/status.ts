@@ -22,6 +22,7 @@ export default class TargetStatus extends KkCommand<typeof TargetStatus> {
           `${t.id}: ${t.project}/${t.app} -> ${t.node}:${t.path}, ${s.state}${t.paused ? ` by ${t.paused.by} since ${t.paused.since}: ${t.paused.reason}${t.paused.until ? ` (until ${t.paused.until})` : ''}` : ''}`,
           `holds ${t.current_version ?? 'nothing yet'}; last sync ${t.last_sync ?? 'never'} (${t.last_status ?? '-'})`,
         ];
+        if (s.verify) lines.push(`verify: ${s.verify.state} (${s.verify.version}, ${s.verify.time})${s.verify.error ? ` ${s.verify.error.code}: ${s.verify.error.reason}` : ''}`);
         if (s.running) lines.push(`running: ${s.running.id} ${s.running.version} attempt ${s.running.attempts}, ${s.running.stage ?? ''}`);
         if (s.queued) lines.push(`queued: ${s.queued.id} ${s.queued.version} (${s.queued.state}${s.queued.error ? `, last error ${s.queued.error.code}: ${s.queued.error.reason}` : ''})`);
         if (s.history.length) {
