@@ -21,6 +21,8 @@ import type { DeployCallbackPayload, DeploySpec, DeployStatusReport } from './de
 /** A deploy as the server's claim hands it out (the fields the agent uses). */
 export interface ClaimedDeploy {
   attempt_id: string;
+  /** A pull token for what this deploy reads from the store (kk versions, tar uploads). */
+  store_token?: string;
   deploy: { id: string; node: string; deploy_type: DeploySpec['type']; command_type: string; spec: Record<string, unknown>; rollback_of?: string };
 }
 
@@ -93,6 +95,7 @@ export class DeployLoop {
   private readonly stopping = new AbortController();
   private loops: Promise<unknown>[] = [];
   private current: string | undefined;
+  private currentToken: string | undefined;
   private reports: Promise<void> = Promise.resolve();
   private readonly log: (line: string) => void;
   private id: Identity | undefined;
@@ -111,6 +114,11 @@ export class DeployLoop {
   /** The deploy running now, if any. */
   get running(): string | undefined {
     return this.current;
+  }
+
+  /** The store token the running deploy's claim brought. */
+  get storeToken(): string | undefined {
+    return this.currentToken;
   }
 
   /** Recover what a crash interrupted, then claim and run deploys until stop(). */
@@ -162,6 +170,7 @@ export class DeployLoop {
   async run(claim: ClaimedDeploy): Promise<void> {
     const d = claim.deploy;
     this.current = d.id;
+    this.currentToken = claim.store_token;
     this.stats.deploys++;
     this.attempts.set(d.id, claim.attempt_id);
     this.log(`deploy ${d.id}: ${d.command_type}${d.rollback_of ? ` of ${d.rollback_of}` : ''}`);
@@ -189,6 +198,7 @@ export class DeployLoop {
       this.log(`deploy ${d.id}: ${e.status}${e.error ? ` (${e.error})` : ''}`);
     } finally {
       this.current = undefined;
+      this.currentToken = undefined;
     }
   }
 
@@ -293,16 +303,27 @@ export interface AgentDeploysOptions {
 
 /** The deploy loop as `kk agent` runs it: every kind, kk versions from the server's store. */
 export function agentDeploys(o: AgentDeploysOptions): DeployLoop {
-  let store: Promise<Store> | undefined;
-  const openStore = () =>
-    (store ??= openDriver(o.storeUrl ?? o.server, o.storeToken ? { token: o.storeToken } : {})
-      .then((driver) => Store.open(driver))
-      .catch((err: unknown) => {
-        store = undefined;
-        throw err;
-      }));
+  // The store is opened with the running deploy's claim token (scoped to what it reads), else
+  // the agent's own; one open store per token.
+  const stores = new Map<string, Promise<Store>>();
+  let loop: DeployLoop | undefined;
+  const openStore = () => {
+    const token = (o.storeUrl ? undefined : loop?.storeToken) ?? o.storeToken ?? '';
+    let s = stores.get(token);
+    if (!s) {
+      if (stores.size > 4) stores.clear();
+      s = openDriver(o.storeUrl ?? o.server, token ? { token } : {})
+        .then((driver) => Store.open(driver))
+        .catch((err: unknown) => {
+          stores.delete(token);
+          throw err;
+        });
+      stores.set(token, s);
+    }
+    return s;
+  };
   const monitor = o.monitor ?? !!(o.dockerHost ?? process.env.DOCKER_HOST);
-  return new DeployLoop({
+  loop = new DeployLoop({
     api: new HttpDeployApi(o.server),
     stateDir: o.stateDir,
     kinds: defaultKinds({ kk: { store: openStore, hasher: o.hasher, stateDir: join(o.stateDir, 'deploy-targets') }, docker: o.dockerHost ? { dockerHost: o.dockerHost } : {} }),
@@ -310,4 +331,5 @@ export function agentDeploys(o: AgentDeploysOptions): DeployLoop {
     ...(monitor ? { monitor: o.dockerHost ? { dockerHost: o.dockerHost } : {} } : {}),
     ...(o.log ? { log: o.log } : {}),
   });
+  return loop;
 }

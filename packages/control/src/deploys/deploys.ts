@@ -449,6 +449,16 @@ export class Deploys {
     return rows.map((r) => ({ name: r.name, received: r.time, report: JSON.parse(r.report) as Record<string, unknown> }));
   }
 
+  /** Revoke the node's earlier deploy store tokens (minted by the server at each claim, created by `node:<id>:deploy`). */
+  async retireStoreTokens(node: string, keep: string): Promise<void> {
+    const now = this.now();
+    await this.tx(async (tx) => {
+      const t = tx as unknown as Kysely<any>;
+      await t.updateTable('tokens').set({ revoked: new Date(now).toISOString() }).where('created_by', '=', `node:${node}:deploy`).where('id', '!=', keep).where('revoked', 'is', null).execute();
+      await t.deleteFrom('tokens').where('created_by', '=', `node:${node}:deploy`).where('revoked', '<', new Date(now - 86_400_000).toISOString()).execute();
+    });
+  }
+
   async isBad(node: string, target: string, version: string): Promise<boolean> {
     return !!(await this.db.selectFrom('deploy_bad_versions').select('version').where('target', '=', `${node}:${target}`).where('version', '=', version).executeTakeFirst());
   }

@@ -368,7 +368,8 @@ async function claim(srv: ServerContext, c: Call, waiters: Set<() => void> & { c
     if (got) {
       // Nobody to hand it to: the claim lapses and the deploy is claimed again.
       if (gone) return;
-      await sendJson(c.req, c.res, 200, got);
+      const token = await storeToken(srv, node, got.deploy);
+      await sendJson(c.req, c.res, 200, { ...got, ...(token ? { store_token: token } : {}) });
       return;
     }
     const left = end - Date.now();
@@ -387,6 +388,20 @@ async function claim(srv: ServerContext, c: Call, waiters: Set<() => void> & { c
     c.res.writeHead(204);
     c.res.end();
   }
+}
+
+/**
+ * What the node reads from the store for this deploy, and nothing more, until the deploy's
+ * deadline: a kk deploy's project/app; a tar upload's chunks (chunk reads take pull regardless
+ * of scope, so the scope names no real project). None for the other kinds.
+ */
+async function storeToken(srv: ServerContext, node: string, d: DeployRecord): Promise<string | undefined> {
+  const s = d.spec;
+  const scope = d.deploy_type === 'kk' ? { kind: 'app' as const, project: String(s.project), apps: [String(s.app)] } : d.deploy_type === 'tar' && s.upload ? { kind: 'project' as const, project: 'kk-deploy-uploads' } : undefined;
+  if (!scope) return undefined;
+  const minted = await srv.control.tokens.mint({ name: `node ${node} deploy ${d.id}`, scope, permissions: ['pull'], expires: Date.parse(d.deadline) }, `node:${node}:deploy`);
+  await srv.control.deploys.retireStoreTokens(node, minted.record.id);
+  return minted.token;
 }
 
 /** A DeployStatusReport from the node's agent, under its attempt. */

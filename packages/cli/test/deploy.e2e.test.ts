@@ -1,0 +1,197 @@
+// Deploys end to end (issue 13 acceptance 1, 4 and 6) through real processes: a real `kk serve`,
+// a real `kk agent` and the real CLI (`kk deploy ... --wait --json`).
+// 1. kk deploy of v1 (healthy), then v2 whose HTTP health check fails (the post hook starts the
+//    server that answers it): executing -> health_check -> rolling_back -> health_check ->
+//    rolled_back, the directory holds v1 byte for byte, the callback arrives at a test HTTP
+//    server signed (HMAC-SHA256 of the exact body) with the seed's payload fields, and v2 is
+//    marked bad (a new deploy of it is refused).
+// 4. shell with a script that sleeps past --timeout: timeout, then the rollback script ran.
+// 6. two deploys to one node at once: one 202, one 409 naming the active deploy.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createHmac, randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { type IncomingHttpHeaders, createServer as createHttpServer } from 'node:http';
+import { type AddressInfo, createServer } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { KK_BIN, type Sandbox, cleanEnv, rsyncDifferences, sandbox, writeTree } from './helpers.js';
+
+const admin = `admin-${randomBytes(12).toString('hex')}`;
+const secret = `cb-${randomBytes(12).toString('hex')}`;
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function until<T>(what: string, ms: number, fn: () => Promise<T | undefined | false>): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await fn().catch(() => undefined);
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Whether `want` appears in `seq` in order (other entries may come between). */
+function inOrder(seq: string[], want: string[]): boolean {
+  let i = 0;
+  for (const s of seq) if (s === want[i]) i++;
+  return i === want.length;
+}
+
+describe('deploys: kk serve + kk agent + kk deploy', () => {
+  let sb: Sandbox;
+  let url: string;
+  let server: ChildProcess | undefined;
+  let agent: ChildProcess | undefined;
+  let agentLog = '';
+  const callbacks: { headers: IncomingHttpHeaders; body: string }[] = [];
+  const receiver = createHttpServer((req, res) => {
+    const parts: Buffer[] = [];
+    req.on('data', (d: Buffer) => parts.push(d));
+    req.on('end', () => {
+      callbacks.push({ headers: req.headers, body: Buffer.concat(parts).toString('utf8') });
+      res.writeHead(204).end();
+    });
+  });
+  let callbackUrl: string;
+  let healthPort: number;
+
+  const stop = (child: ChildProcess | undefined, signal: NodeJS.Signals) =>
+    new Promise<void>((resolve) => {
+      if (!child || child.exitCode !== null || child.signalCode !== null) return resolve();
+      child.once('exit', () => resolve());
+      child.kill(signal);
+    });
+  const server_ = (args: string[]) => ['--server', url, '--token', admin, ...args];
+
+  beforeAll(async () => {
+    sb = await sandbox();
+    const port = await freePort();
+    healthPort = await freePort();
+    url = `http://127.0.0.1:${port}`;
+    await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', () => r()));
+    callbackUrl = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/deploy-done`;
+    await writeTree(sb.path('builds', 'v1'), { 'index.html': 'v1 healthy', 'app.js': 'one', 'lib/util.js': 'u1' });
+    await writeTree(sb.path('builds', 'v2'), { 'index.html': 'v2 broken', 'app.js': 'two', 'new.js': 'only in v2' });
+    await writeTree(sb.root, { 'server.yml': `webhook_secret: ${secret}\nwebhook_poll: 200ms\n` });
+    server = await new Promise<ChildProcess>((resolve, reject) => {
+      const child = spawn(process.execPath, [KK_BIN, 'serve', '--store', sb.path('store'), '--listen', `127.0.0.1:${port}`, '--config', sb.path('server.yml')], {
+        cwd: sb.root,
+        env: cleanEnv({ KK_ADMIN_TOKEN: admin, KK_STATE_DIR: sb.stateDir, KK_FLEET_HEARTBEAT_MS: '1000', KK_FLEET_SWEEP_MS: '500' }),
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let out = '';
+      const timer = setTimeout(() => reject(new Error(`kk serve did not listen within 30 s:\n${out}`)), 30_000);
+      child.stdout!.on('data', (d: Buffer) => {
+        out += d.toString();
+        if (out.includes('"msg":"listening"')) {
+          clearTimeout(timer);
+          resolve(child);
+        }
+      });
+      child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+      child.once('exit', (code) => reject(new Error(`kk serve exited with ${code}:\n${out}`)));
+    });
+    await writeTree(sb.path('ci'), { '.kkartifact.yml': `server_url: ${url}\ntoken: ${admin}\n` });
+    for (const v of ['v1', 'v2']) {
+      const r = await sb.kk(['push', '-p', 'shop', '-a', 'web', '--version', v, '--path', sb.path('builds', v)], { cwd: sb.path('ci') });
+      expect(r.code, r.stderr).toBe(0);
+    }
+    const t = await sb.kk(['node', 'token', 'create', ...server_(['--expires', '1h'])]);
+    expect(t.code, t.stderr).toBe(0);
+    agent = spawn(process.execPath, [KK_BIN, 'agent', '--server', url, '--name', 'd1', '--state-dir', sb.path('agent'), '--poll-wait', '2', '--registration-token', t.stdout.trim()], {
+      cwd: sb.root,
+      env: cleanEnv({ KK_STATE_DIR: sb.path('agent', 'kk') }),
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    agent.stderr!.on('data', (d: Buffer) => (agentLog += d.toString()));
+    await until('the agent enrolled', 30_000, async () => existsSync(sb.path('agent', 'agent.json')));
+  }, 120_000);
+
+  afterAll(async () => {
+    await stop(agent, 'SIGKILL');
+    await stop(server, 'SIGKILL');
+    const pid = sb && existsSync(sb.path('health.pid')) ? Number(await readFile(sb.path('health.pid'), 'utf8')) : 0;
+    if (pid) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
+    await new Promise<void>((r) => receiver.close(() => r()));
+    await sb?.cleanup();
+  });
+
+  it('acceptance 1: a kk deploy of v2 whose health check fails rolls back to v1 byte for byte; signed callback; v2 marked bad', async () => {
+    // The post hook starts (once) the app's HTTP server: 200 while index.html says healthy, 500 otherwise.
+    const app = `require('http').createServer((q, s) => { const b = require('fs').readFileSync('index.html', 'utf8'); s.writeHead(b.includes('healthy') ? 200 : 500).end(b); }).listen(${healthPort}, '127.0.0.1')`;
+    await writeTree(sb.root, {
+      'post.sh': `if ! { [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }; then nohup "$NODE" -e "${app.replace(/"/g, '\\"')}" >/dev/null 2>&1 & echo $! > "$PIDFILE"; fi\n`,
+    });
+    const target = sb.path('srv', 'web');
+    const common = ['--node', 'd1', '-p', 'shop', '-a', 'web', '--path', target, '--post', sb.path('post.sh'), '--env', `NODE=${process.execPath}`, '--env', `PIDFILE=${sb.path('health.pid')}`];
+    const health = (retries: number) => ['--health', `http://127.0.0.1:${healthPort}/`, '--health-retries', String(retries), '--health-interval', '200ms', '--health-timeout', '5s'];
+    const v1 = await sb.kkJson(['deploy', 'kk', ...server_([...common, '--version', 'v1', ...health(10), '--wait'])]);
+    expect(v1.code, `${v1.stderr}\n${agentLog}`).toBe(0);
+    expect(v1.json).toMatchObject({ status: 'success', version: 'v1', progress: 100, active: false });
+
+    const v2 = await sb.kkJson(['deploy', 'kk', ...server_([...common, '--version', 'v2', ...health(1), '--callback-url', callbackUrl, '--wait'])]);
+    expect(v2.code, v2.stderr).toBe(1);
+    expect(v2.json).toMatchObject({ status: 'rolled_back', version: 'v2', active: false, result: { bad_version: 'v2', health_check: { success: false, check_type: 'http', status_code: 500 }, rollback: { success: true, to: 'v1' } } });
+    // --wait printed the stages as they were recorded.
+    expect(v2.stderr).toMatch(/health_check/);
+    const st = await sb.kkJson(['deploy', 'status', v2.json.id, ...server_([])]);
+    const statuses = st.json.history.map((h: { status: string }) => h.status);
+    expect(inOrder(statuses, ['pending', 'executing', 'health_check', 'rolling_back', 'health_check', 'rolled_back']), statuses.join(' ')).toBe(true);
+    expect(await rsyncDifferences(sb.path('builds', 'v1'), target)).toBe('');
+    expect(await (await fetch(`http://127.0.0.1:${healthPort}/`)).text()).toBe('v1 healthy');
+
+    const cb = await until('the callback', 20_000, async () => callbacks.find((c) => JSON.parse(c.body).callback_id === v2.json.id));
+    expect(cb.headers['x-kk-signature-256']).toBe(`sha256=${createHmac('sha256', secret).update(cb.body).digest('hex')}`);
+    const payload = JSON.parse(cb.body);
+    expect(Object.keys(payload).sort()).toEqual(['callback_id', 'command_type', 'deploy_type', 'duration', 'error', 'result', 'status', 'success', 'timestamp']);
+    expect(payload).toMatchObject({ callback_id: v2.json.id, command_type: 'deploy.kk', deploy_type: 'kk', status: 'rolled_back', success: false, error: expect.stringMatching(/health check failed/) });
+
+    // v2 is bad for this directory now.
+    const again = await sb.kkJson(['deploy', 'kk', ...server_([...common, '--version', 'v2'])]);
+    expect(again.code).toBe(2);
+    expect(again.json.error.message).toMatch(/v2 is marked bad/);
+    const list = await sb.kkJson(['deploy', 'list', ...server_(['--node', 'd1'])]);
+    expect(list.json.items.map((d: { id: string }) => d.id)).toEqual([v2.json.id, v1.json.id]);
+  }, 120_000);
+
+  it('acceptance 4 and 6: a shell script past its timeout is rolled back by its rollback script; a second deploy to a busy node is 409 naming the active one', async () => {
+    await writeTree(sb.root, { 'slow.sh': 'echo started\nsleep 30\necho never\n', 'undo.sh': `echo undone > ${sb.path('undone.txt')}\n` });
+    // Two at once: whichever the server takes first is active; the other is refused naming it.
+    const [a, b] = await Promise.all(
+      ['a', 'b'].map((n) => sb.kkJson(['deploy', 'shell', ...server_(['--node', 'd1', '--script', sb.path('slow.sh'), '--rollback-script', sb.path('undo.sh'), '--timeout', '3s', '--idempotency-key', `two-${n}`])])),
+    );
+    const won = [a!, b!].find((r) => r.code === 0)!;
+    const lost = [a!, b!].find((r) => r.code !== 0)!;
+    expect(won, `${a!.stdout}\n${b!.stdout}`).toBeDefined();
+    expect(lost, `${a!.stdout}\n${b!.stdout}`).toBeDefined();
+    expect(won.json).toMatchObject({ status: 'pending', command_type: 'deploy.shell', location: `/api/deploy/${won.json.id}` });
+    expect(lost.code).toBe(4);
+    expect(lost.json.error).toMatchObject({ code: 'LOCKED', details: { status: 409, active: won.json.id } });
+
+    // --follow exits 1: the deploy did not succeed (it was rolled back).
+    const done = await sb.kkJson(['deploy', 'status', won.json.id, '--follow', ...server_([])]);
+    expect(done.code, `${done.stderr}\n${agentLog}`).toBe(1);
+    expect(done.json).toMatchObject({ status: 'rolled_back', error_code: 'TIMEOUT', result: { rollback: { success: true } } });
+    const history = await sb.kkJson(['deploy', 'status', won.json.id, '--logs', ...server_([])]);
+    const statuses = history.json.history.map((h: { status: string }) => h.status);
+    expect(inOrder(statuses, ['pending', 'executing', 'script_running', 'timeout', 'rolling_back', 'rolled_back']), statuses.join(' ')).toBe(true);
+    expect(history.json.logs.map((l: { line: string }) => l.line).join('\n')).toMatch(/stdout: started/);
+    expect(await readFile(sb.path('undone.txt'), 'utf8')).toBe('undone\n');
+  }, 120_000);
+});
