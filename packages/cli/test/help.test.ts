@@ -51,9 +51,9 @@ describe.concurrent('help', () => {
   });
 
   it('an unknown command is a usage error (exit 2) that names the commands', async () => {
-    const r = await sb.kk(['deploy']);
+    const r = await sb.kk(['frobnicate']);
     expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/^kk: unknown command "deploy"/);
+    expect(r.stderr).toMatch(/^kk: unknown command "frobnicate"/);
     expect(r.stderr).toContain('push');
   });
 });
