@@ -1,11 +1,14 @@
 // Copy versions between any two stores (`kk copy`): only chunks the destination lacks travel,
-// still encoded as stored, each verified on the way; manifests next, refs last.
+// still encoded as stored, each verified on the way; manifests next, refs last. Packed chunks
+// are read with coalesced range reads; the destination's pack policy decides where they go
+// (packs written with their own chunk map first, then the version's chunk map, as push does).
 import type { Digest } from './digest.js';
 import { KkError } from './errors.js';
 import type { Hasher } from './hash/pool.js';
 import { fileChunks } from './manifest.js';
 import { type ProgressCallback, phaseReporter } from './progress.js';
-import { type Store, type VersionInfo, forEachLimit } from './store.js';
+import { type Store, type VersionInfo, batches, forEachLimit } from './store.js';
+import { type ChunkMapEntry, PackWriter, type SealedPack, packsChunk } from './pack.js';
 
 export interface CopyOptions {
   from: Store;
@@ -26,8 +29,14 @@ export interface CopyResult {
   chunksCopied: number;
   /** Bytes sent to the destination, as stored. */
   bytesCopied: number;
+  /** Packs written to the destination (their chunks count in chunksCopied). */
+  packsCopied: number;
   durationMs: number;
 }
+
+/** Chunks fetched from the source per round (coalesced range reads inside packs). */
+const COPY_BATCH = 256;
+const COPY_BATCH_BYTES = 32 * 1024 * 1024;
 
 export async function copyVersions(opts: CopyOptions): Promise<CopyResult> {
   const t0 = performance.now();
@@ -45,7 +54,9 @@ export async function copyVersions(opts: CopyOptions): Promise<CopyResult> {
   if (opts.version === undefined && selected.length === 0 && opts.project) {
     throw new KkError('NOT_FOUND', `nothing to copy under ${[opts.project, opts.app].filter(Boolean).join('/')}`);
   }
-  const result: CopyResult = { versions: selected.length, versionsUnchanged: 0, chunksCopied: 0, bytesCopied: 0, durationMs: 0 };
+  const result: CopyResult = { versions: selected.length, versionsUnchanged: 0, chunksCopied: 0, bytesCopied: 0, packsCopied: 0, durationMs: 0 };
+  // Packed chunks this copy wrote or found, across versions and apps: each is packed once.
+  const packedHere = new Map<Digest, ChunkMapEntry>();
   // Oldest first, so the destination's creation order matches the source's.
   for (const v of selected.reverse()) {
     const existing = await to.getRef(v.project, v.app, v.version);
@@ -54,21 +65,54 @@ export async function copyVersions(opts: CopyOptions): Promise<CopyResult> {
       continue;
     }
     const m = await from.getManifest(v.manifest);
+    if (v.chunkMap) from.useChunkMap(v.chunkMap);
     const sizes = new Map<Digest, number>();
     for (const f of m.files) for (const [d, size] of fileChunks(f)) sizes.set(d, size);
-    const missing = await to.missingChunks(sizes.keys());
-    const progress = phaseReporter(opts.onProgress, 'upload', missing.length, missing.reduce((s, d) => s + sizes.get(d)!, 0));
-    await forEachLimit(missing, opts.concurrency ?? 8, async (d) => {
-      const object = await from.getChunkObject(d);
-      const check = await opts.hasher.decodeChunk(object, d, sizes.get(d)!);
-      if (!check.ok) throw new KkError('CHUNK_CORRUPT', `${check.reason} (source store ${from.driver.name})`, { details: { digest: d } });
-      if (await to.putChunkObject(d, object)) {
-        result.chunksCopied++;
-        result.bytesCopied += object.length;
+    const policy = to.config.packs;
+    // Chunks the destination holds in packs of this app's recent versions are reused as they are.
+    const packed: ChunkMapEntry[] = [];
+    if (policy) {
+      const known = await to.recentChunkMaps(v.project, v.app);
+      for (const d of sizes.keys()) {
+        const e = packedHere.get(d) ?? known.map((k) => k.find(d)).find(Boolean);
+        if (e) packed.push(e);
       }
-      progress.add(1, sizes.get(d)!);
-    });
+    }
+    const reused = new Set(packed.map((e) => e.digest));
+    const rest = [...sizes.keys()].filter((d) => !reused.has(d));
+    const missing = to.driver.capabilities.packsOnly ? rest : await to.missingChunks(rest);
+    const progress = phaseReporter(opts.onProgress, 'upload', missing.length, missing.reduce((s, d) => s + sizes.get(d)!, 0));
+    const writer = policy ? new PackWriter(policy.target) : undefined;
+    const storePack = async (p: SealedPack) => {
+      await to.putChunkMap(p.entries);
+      await to.putPack(p.digest, p.bytes);
+      result.packsCopied++;
+      result.bytesCopied += p.bytes.length;
+      packed.push(...p.entries);
+      for (const e of p.entries) packedHere.set(e.digest, e);
+    };
+    for (const batch of batches(missing, (d) => sizes.get(d)!, COPY_BATCH_BYTES, COPY_BATCH)) {
+      const objects = await from.getChunkObjects(batch, opts.concurrency ?? 8);
+      await forEachLimit(batch, opts.concurrency ?? 8, async (d) => {
+        const object = objects.get(d)!;
+        const size = sizes.get(d)!;
+        const check = await opts.hasher.decodeChunk(object, d, size);
+        if (!check.ok) throw new KkError('CHUNK_CORRUPT', `${check.reason} (source store ${from.driver.name})`, { details: { digest: d } });
+        if (writer && packsChunk(policy, size)) {
+          const full = writer.add(d, object, size);
+          result.chunksCopied++;
+          if (full) await storePack(full);
+        } else if (await to.putChunkObject(d, object)) {
+          result.chunksCopied++;
+          result.bytesCopied += object.length;
+        }
+        progress.add(1, size);
+      });
+    }
+    const last = writer?.finish();
+    if (last) await storePack(last);
     progress.end();
+    const chunkMap = packed.length ? (await to.putChunkMap(packed)).digest : undefined;
     // Delta hints travel too (best effort: a missing one only costs pullers bytes).
     await forEachLimit(Object.entries(m.deltas ?? {}), opts.concurrency ?? 8, async ([t, b]) => {
       const object = await from.getDelta(t as Digest, b).catch(() => undefined);
@@ -76,7 +120,7 @@ export async function copyVersions(opts: CopyOptions): Promise<CopyResult> {
     });
     await to.putManifest(m);
     await to.flush();
-    await to.putRef(v.project, v.app, v.version, v.manifest, v.by, v.created);
+    await to.putRef(v.project, v.app, v.version, v.manifest, v.by, v.created, chunkMap);
     await to.flush();
   }
   result.durationMs = Math.round(performance.now() - t0);

@@ -112,6 +112,8 @@ const HAS_MANY_BATCH = 1000;
 /** Chunk maps a Store keeps decoded (LRU), and chunk maps of read refs it remembers to consult. */
 const LOADED_MAPS = 32;
 const KNOWN_MAPS = 256;
+/** Range reads of packed chunks in flight at once per Store (the rest queue and coalesce). */
+const PACK_READS_IN_FLIGHT = 4;
 
 export class Store {
   /** Chunk maps named by refs this instance read (or given to useChunkMap), newest last. */
@@ -297,9 +299,56 @@ export class Store {
     return undefined;
   }
 
-  private async readPacked(e: ChunkMapEntry): Promise<Buffer> {
-    const bytes = await this.call(() => this.driver.get(packKey(e.pack), { start: e.offset, end: e.offset + e.length - 1 }));
-    return this.slicePacked(e, bytes, e.offset);
+  /**
+   * One packed chunk. Reads of packed chunks are limited to a few in flight; requests that
+   * arrive meanwhile wait and go out together, neighbours in one pack as one range read (a pull
+   * asking for chunk after chunk gets few large reads, not one request per small file).
+   */
+  private readPacked(e: ChunkMapEntry): Promise<Buffer> {
+    return new Promise((resolve, reject) => {
+      this.packQueue.push({ e, resolve, reject });
+      this.pumpPackReads();
+    });
+  }
+
+  private readonly packQueue: { e: ChunkMapEntry; resolve: (b: Buffer) => void; reject: (err: unknown) => void }[] = [];
+  private packReadsInFlight = 0;
+
+  private pumpPackReads(): void {
+    while (this.packReadsInFlight < PACK_READS_IN_FLIGHT && this.packQueue.length) {
+      const queued = this.packQueue.splice(0);
+      const waiting = new Map<ChunkMapEntry, (typeof queued)[number][]>();
+      for (const q of queued) waiting.set(q.e, [...(waiting.get(q.e) ?? []), q]);
+      const groups = coalesceRanges([...waiting.keys()]);
+      // Beyond the slots free now, the rest waits for the next round (and may merge further).
+      const free = PACK_READS_IN_FLIGHT - this.packReadsInFlight;
+      for (const g of groups.slice(free)) for (const e of g.entries) this.packQueue.push(...waiting.get(e)!);
+      for (const g of groups.slice(0, free)) {
+        this.packReadsInFlight++;
+        void this.call(() => this.driver.get(packKey(g.pack), { start: g.start, end: g.end }))
+          .then(
+            (bytes) => {
+              for (const e of g.entries) {
+                for (const q of waiting.get(e)!) {
+                  try {
+                    q.resolve(this.slicePacked(e, bytes, g.start));
+                  } catch (err) {
+                    q.reject(err);
+                  }
+                }
+              }
+            },
+            (err) => {
+              for (const e of g.entries) for (const q of waiting.get(e)!) q.reject(err);
+            },
+          )
+          .finally(() => {
+            this.packReadsInFlight--;
+            this.pumpPackReads();
+          });
+      }
+      if (groups.length > free) break;
+    }
   }
 
   private slicePacked(e: ChunkMapEntry, bytes: Buffer | undefined, start: number): Buffer {

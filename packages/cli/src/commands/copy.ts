@@ -31,7 +31,7 @@ export default class Copy extends KkCommand<typeof Copy> {
     const token = process.env.KK_TOKEN;
     const cwd = process.cwd();
     const from = await openStoreAt({ url: f.from, cwd }, {}, token);
-    const to = await openStoreAt({ url: f.to, cwd }, { create: true, chunking: from.config.chunking, compression: from.config.compression }, token);
+    const to = await openStoreAt({ url: f.to, cwd }, { create: true, chunking: from.config.chunking, compression: from.config.compression, packs: from.config.packs ?? false }, token);
     try {
       const copied = await copyVersions({
         from,

@@ -1,5 +1,5 @@
 import { Errors, Flags } from '@oclif/core';
-import { DEFAULT_PACK_POLICY, type PushResult, push } from '@kk/core';
+import { ALL_PACKS_POLICY, DEFAULT_PACK_POLICY, type PushResult, push } from '@kk/core';
 import { KkCommand, type Outcome } from '../base.js';
 import { appFlag, concurrencyFlag, pathFlag, projectFlag, stateDirFlag, storeFlags, versionFlag } from '../flags.js';
 import { formatBytes, formatDuration, plural, shortDigest } from '../format.js';
@@ -22,14 +22,20 @@ export default class Push extends KkCommand<typeof Push> {
     'git-commit': Flags.string({ summary: 'Git commit recorded in the manifest.', helpValue: 'SHA' }),
     builder: Flags.string({ summary: 'Builder recorded in the manifest [default: user@host].', helpValue: 'NAME' }),
     meta: Flags.string({ summary: 'Extra manifest metadata, KEY=VALUE; repeatable.', multiple: true, helpValue: 'KEY=VALUE' }),
+    packs: Flags.string({
+      summary: 'Pack policy of a store this push creates: small (chunks under 1 MiB go into ~16 MiB packs), all, or none (one object per chunk) [default: none]. An existing store keeps its own.',
+      options: ['small', 'all', 'none'],
+      helpValue: 'POLICY',
+    }),
     'allow-empty': Flags.boolean({ summary: 'Publish a build with no files (refused by default: pulling it would empty every deploy directory).' }),
   };
 
   protected async exec(): Promise<Outcome<PushResult>> {
     const f = this.flags;
     const config = (await this.loadKkConfig({ required: true }))!;
-    // A store this push creates keeps small chunks in packs (DESIGN 11); existing stores keep their policy.
-    const store = await this.openStore(config, { create: true, avgChunkSize: config.chunkSize, packs: DEFAULT_PACK_POLICY });
+    // The pack policy of a store this push creates (DESIGN 11); an existing store keeps its own.
+    const packs = f.packs === 'small' ? DEFAULT_PACK_POLICY : f.packs === 'all' ? ALL_PACKS_POLICY : false;
+    const store = await this.openStore(config, { create: true, avgChunkSize: config.chunkSize, packs });
     const result = await push({
       store,
       hasher: this.hasher,
