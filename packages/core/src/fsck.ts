@@ -2,7 +2,11 @@
 // is stored under, and with `repair` move damaged objects out of the way (to quarantine/), so
 // the store reports them missing instead of present: the next push of a version that needs them
 // uploads them again, and pulls fail with NOT_FOUND naming them instead of CHUNK_CORRUPT.
+// Packs are checked whole (their name is the SHA-256 of their bytes) and, when damaged, chunk by
+// chunk through every chunk map, so the report names the damaged chunks; repair quarantines the
+// pack and a re-push uploads the chunks it held (loose).
 import type { Digest } from './digest.js';
+import { CHUNKMAPS_PREFIX, type ChunkMapEntry, PACKS_PREFIX, decodeChunkMap } from './pack.js';
 import type { Hasher } from './hash/pool.js';
 import { acquireGcLock } from './locks.js';
 import { decodeManifest, fileChunks } from './manifest.js';
@@ -24,9 +28,11 @@ export interface FsckOptions {
 }
 
 export interface FsckDamage {
-  kind: 'chunk' | 'manifest';
+  /** `pack`: a chunk inside the pack at `key` (`digest` names the chunk, `pack` the pack). */
+  kind: 'chunk' | 'manifest' | 'pack' | 'chunkmap';
   key: string;
   digest: Digest;
+  pack?: Digest;
   reason: string;
   /** Where repair moved it; absent without --repair, or when a push still holds a lease on it. */
   quarantined?: string;
@@ -35,6 +41,8 @@ export interface FsckDamage {
 export interface FsckResult {
   chunksChecked: number;
   manifestsChecked: number;
+  packsChecked: number;
+  chunkMapsChecked: number;
   /** Stored bytes read. */
   bytesChecked: number;
   damaged: FsckDamage[];
@@ -86,9 +94,51 @@ export async function fsck(opts: FsckOptions): Promise<FsckResult> {
         damaged.push({ kind: 'manifest', key, digest, reason: err instanceof Error ? err.message : String(err) });
       }
     };
+    // Chunk maps first: they say which chunks each pack holds.
+    let chunkMapsChecked = 0;
+    let packsChecked = 0;
+    const inPack = new Map<Digest, Map<string, ChunkMapEntry>>();
+    const checkChunkMap = async (key: string, digest: Digest) => {
+      const bytes = await store.driver.get(key);
+      if (!bytes) return;
+      chunkMapsChecked++;
+      bytesChecked += bytes.length;
+      try {
+        for (const e of decodeChunkMap(bytes, digest).entries()) {
+          let m = inPack.get(e.pack);
+          if (!m) inPack.set(e.pack, (m = new Map()));
+          m.set(`${e.digest}@${e.offset}`, e);
+        }
+      } catch (err) {
+        damaged.push({ kind: 'chunkmap', key, digest, reason: err instanceof Error ? err.message : String(err) });
+      }
+    };
+    const checkPack = async (key: string, digest: Digest) => {
+      const bytes = await store.driver.get(key);
+      if (!bytes) return;
+      packsChecked++;
+      bytesChecked += bytes.length;
+      // The pack hashed in the pool as one raw object (a raw object's digest is its payload's).
+      const whole = await hasher.decodeChunk(Buffer.concat([Buffer.from([0]), bytes]), digest, bytes.length, bytes.length);
+      const entries = [...(inPack.get(digest)?.values() ?? [])];
+      chunksChecked += entries.length;
+      if (whole.ok) return;
+      let named = 0;
+      for (const e of entries) {
+        const obj = bytes.subarray(e.offset, e.offset + e.length);
+        const r = obj.length === e.length ? await hasher.decodeChunk(obj, e.digest, e.size, max) : { ok: false as const, reason: 'the pack is shorter than its chunk map says' };
+        if (!r.ok) {
+          damaged.push({ kind: 'pack', key, digest: e.digest, pack: digest, reason: `chunk ${e.digest} in pack ${digest}: ${r.reason}` });
+          named++;
+        }
+      }
+      if (!named) damaged.push({ kind: 'pack', key, digest, pack: digest, reason: `pack ${digest} does not match its name (no chunk map names a damaged chunk in it)` });
+    };
     for (const [prefix, check] of [
       ['chunks/', checkChunk],
       ['manifests/', checkManifest],
+      [CHUNKMAPS_PREFIX, checkChunkMap],
+      [PACKS_PREFIX, checkPack],
     ] as const) {
       // Streamed in batches: memory holds one batch of keys, not the store's listing.
       let batch: { key: string; digest: Digest }[] = [];
@@ -107,15 +157,21 @@ export async function fsck(opts: FsckOptions): Promise<FsckResult> {
 
     let quarantined = 0;
     if (opts.repair) {
+      const moved = new Map<string, string>();
       for (const d of damaged) {
         // A push that holds a lease counted on this object being present: leave it for a later run.
         if (lock!.leasedChunks.has(d.digest)) continue;
+        if (moved.has(d.key)) {
+          d.quarantined = moved.get(d.key);
+          continue;
+        }
         const bytes = await store.driver.get(d.key);
         if (!bytes) continue;
         const to = `${QUARANTINE_PREFIX}${d.key}`;
         await store.writer.put(to, bytes);
         await pruner!.delete(d.key);
         d.quarantined = to;
+        moved.set(d.key, to);
         quarantined++;
       }
       await store.flush();
@@ -125,6 +181,8 @@ export async function fsck(opts: FsckOptions): Promise<FsckResult> {
     return {
       chunksChecked,
       manifestsChecked,
+      packsChecked,
+      chunkMapsChecked,
       bytesChecked,
       damaged,
       quarantined,

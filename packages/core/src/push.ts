@@ -13,7 +13,7 @@ import { acquirePushLease, type LockTimings } from './locks.js';
 import { type ProgressCallback, phaseReporter } from './progress.js';
 import { defaultStateRoot, pathKey } from './state.js';
 import { type RetentionResult, applyRetention } from './retention.js';
-import { type ChunkMapEntry, PackWriter, type SealedPack, packsChunk } from './pack.js';
+import { type ChunkMapEntry, PackWriter, type SealedPack, packKey, packsChunk } from './pack.js';
 
 export interface PushOptions extends ScanOptions {
   store: Store;
@@ -343,12 +343,23 @@ async function restoreChunks(
   chunkMap: Digest | undefined,
 ): Promise<{ chunksUploaded: number; bytesUploaded: number; bytesUploadedStored: number }> {
   const out = { chunksUploaded: 0, bytesUploaded: 0, bytesUploadedStored: 0 };
-  // Chunks in the version's packs are there (fsck checks packs); loose ones may have been quarantined.
-  const maps = chunkMap ? [await store.getChunkMap(chunkMap)] : [];
-  if (store.driver.capabilities.packsOnly || !(await store.missingChunks(source.keys(), maps)).length) return out;
+  // Chunks in packs that are still there are present; a pack `kk fsck --repair` quarantined is
+  // not, and its chunks come back loose (readers fall back to them).
+  const inPacks = async (): Promise<Set<Digest>> => {
+    if (!chunkMap) return new Set();
+    const map = await store.getChunkMap(chunkMap);
+    const have = await store.driver.hasMany(map.packs.map(packKey));
+    const alive = new Set(map.packs.filter((_, i) => have[i]));
+    return new Set([...map.entries()].filter((e) => alive.has(e.pack)).map((e) => e.digest));
+  };
+  const lacking = async () => {
+    const packed = await inPacks();
+    return store.missingChunks([...source.keys()].filter((d) => !packed.has(d)));
+  };
+  if (store.driver.capabilities.packsOnly || !(await lacking()).length) return out;
   const lease = await acquirePushLease(store, [...source.keys()], opts.locks);
   try {
-    const missing = await store.missingChunks(source.keys(), maps);
+    const missing = await lacking();
     await forEachLimit(batchChunks(missing, source), hasher.threads + 1, async (batch) => {
       const objects = await hasher.encodeChunks(batch, store.config.compression);
       await forEachLimit(objects.keys(), opts.concurrency ?? 8, async (i) => {

@@ -219,12 +219,21 @@ export class Store {
    */
   async getChunkObject(digest: Digest): Promise<Buffer> {
     assertDigest(digest, 'chunk digest');
+    const loose = () => (this.driver.capabilities.packsOnly ? Promise.resolve(undefined) : this.call(() => this.driver.get(chunkKey(digest))));
+    // A chunk whose pack is gone (quarantined by fsck --repair) may have come back loose.
+    const packedOrLoose = (at: ChunkMapEntry) =>
+      this.readPacked(at).catch(async (err: unknown) => {
+        if (!(err instanceof KkError && err.code === 'NOT_FOUND')) throw err;
+        const obj = await loose();
+        if (obj) return obj;
+        throw err;
+      });
     let at = await this.locate(digest, false);
-    if (at) return this.readPacked(at);
-    const obj = this.driver.capabilities.packsOnly ? undefined : await this.call(() => this.driver.get(chunkKey(digest)));
+    if (at) return packedOrLoose(at);
+    const obj = await loose();
     if (obj) return obj;
     at = await this.locate(digest, true);
-    if (at) return this.readPacked(at);
+    if (at) return packedOrLoose(at);
     throw new KkError('NOT_FOUND', `chunk ${digest} is missing from the store`, { details: { digest } });
   }
 
@@ -244,7 +253,8 @@ export class Store {
     }
     await forEachLimit(coalesceRanges(packed), concurrency, async (g) => {
       const bytes = await this.call(() => this.driver.get(packKey(g.pack), { start: g.start, end: g.end }));
-      for (const e of g.entries) out.set(e.digest, this.slicePacked(e, bytes, g.start));
+      if (!bytes) loose.push(...g.entries.map((e) => e.digest));
+      else for (const e of g.entries) out.set(e.digest, this.slicePacked(e, bytes, g.start));
     });
     await forEachLimit(loose, concurrency, async (d) => {
       out.set(d, await this.getChunkObject(d));
