@@ -160,6 +160,13 @@ export function backoffMs(policy: RetryPolicy, n: number, random = Math.random()
   return Math.round(base * (0.5 + random * 0.5));
 }
 
+/**
+ * Webhook rows kk keeps for its own use: the per-URL hooks a deploy's callback is delivered
+ * through (signed and retried by the outbox like any webhook). No event matches them and the
+ * listing leaves them out.
+ */
+export const HIDDEN_WEBHOOK_PREFIX = 'wh-deploy-cb-';
+
 export class Webhooks {
   constructor(
     private readonly cdb: ControlDb,
@@ -169,8 +176,11 @@ export class Webhooks {
 
   // ---- CRUD ----
 
-  async list(ex: Executor = this.cdb.db): Promise<Webhook[]> {
-    const rows = await ex.selectFrom('webhooks').selectAll().orderBy('created').orderBy('id').execute();
+  /** Every webhook, oldest first; without `hidden`, not the ones kk keeps for itself (HIDDEN_WEBHOOK_PREFIX). */
+  async list(ex: Executor = this.cdb.db, opts: { hidden?: boolean } = {}): Promise<Webhook[]> {
+    let q = ex.selectFrom('webhooks').selectAll();
+    if (!opts.hidden) q = q.where('id', 'not like', `${HIDDEN_WEBHOOK_PREFIX}%`);
+    const rows = await q.orderBy('created').orderBy('id').execute();
     return rows.map(webhookFromRow);
   }
 

@@ -123,6 +123,9 @@ describeDialects('deploys', (ctx) => {
     expect(Object.keys(body).sort()).toEqual(['callback_id', 'command_type', 'deploy_type', 'duration', 'error', 'result', 'status', 'success', 'timestamp']);
     expect(body).toMatchObject({ callback_id: d.id, status: 'rolled_back', success: false, deploy_type: 'kk', command_type: 'deploy.kk' });
     const hook = await c.webhooks.get(due[0]!.webhook);
+    // The callback's hook is kk's own: not in the webhook listing.
+    expect((await c.webhooks.list()).map((w) => w.id)).not.toContain(due[0]!.webhook);
+    expect((await c.webhooks.list(undefined, { hidden: true })).map((w) => w.id)).toContain(due[0]!.webhook);
     expect(hook).toMatchObject({ url: 'http://127.0.0.1:9/cb', secret: SECRET, events: [] });
   });
 

@@ -8,7 +8,7 @@ import type { Kysely, Selectable } from 'kysely';
 import type { ControlDb, Executor } from '../db.js';
 import type { Events } from '../events.js';
 import { timeId } from '../util.js';
-import type { Webhooks } from '../webhooks.js';
+import { HIDDEN_WEBHOOK_PREFIX, type Webhooks } from '../webhooks.js';
 import { DEPLOY_STATUSES, type DeployStatus, type DeployType, FINAL_STATUSES, deployAllowed, transitionDeploy, type DeployExecutor } from './machine.js';
 import type { DeploysDatabase, DeploysTable } from './schema.js';
 
@@ -493,7 +493,7 @@ export class Deploys {
    * whose body is the DeployCallbackPayload.
    */
   private async enqueueCallback(tx: DeployExecutor, url: string, id: string, payload: CallbackInput): Promise<void> {
-    const hookId = `wh-deploy-cb-${createHash('sha256').update(url).digest('hex').slice(0, 16)}`;
+    const hookId = `${HIDDEN_WEBHOOK_PREFIX}${createHash('sha256').update(url).digest('hex').slice(0, 16)}`;
     const time = new Date(this.now()).toISOString();
     const exists = await tx.selectFrom('webhooks').select('id').where('id', '=', hookId).executeTakeFirst();
     if (!exists) {
