@@ -89,6 +89,8 @@ describe.skipIf(why !== undefined && process.env.CI !== 'true')('kk node install
     expect(unit).toContain(`EnvironmentFile=${prefix()}/agent.env`);
     expect(unit).toContain('KillSignal=SIGTERM');
     expect(unit).not.toMatch(/^StateDirectory=/m);
+    expect(unit).toMatch(/^# Written by kk node install on .* from packaging\/kk-agent.service/);
+    expect(unit).not.toContain('/etc/kk-agent.env');
     const version = await run(join(prefix(), 'bin', 'kk'), ['--version']);
     expect(version.stdout).toMatch(/^kk\/\d+\.\d+\.\d+/);
     // The agent keeps its node token in its state dir, readable by it alone.

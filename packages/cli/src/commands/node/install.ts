@@ -1,3 +1,9 @@
+// `kk node install ssh://user@host[:port]` (seed 000 "auto install"): over ssh, checks that the
+// host has Node.js >= 20, copies this kk installation there (the kk package and the closure of
+// its dependencies, streamed as a tar.gz into <prefix>/releases/<id>), writes the agent's
+// configuration (agent.env, 0600) and a systemd unit made from packaging/kk-agent.service, starts
+// the agent (systemd where it runs; else with nohup when asked, or prints the exact command), and
+// waits until the agent has enrolled (and, with an admin token, until the node is ONLINE).
 import { spawn } from 'node:child_process';
 import { createReadStream, existsSync } from 'node:fs';
 import { lstat, readFile, readdir, realpath, stat } from 'node:fs/promises';
@@ -11,13 +17,6 @@ import { FleetClient } from '@kk/agent';
 import { KkError } from '@kk/core';
 import { KkCommand, type Outcome } from '../../base.js';
 import { serverOf } from '../token/list.js';
-
-// `kk node install ssh://user@host[:port]` (seed 000 "auto install"): over ssh, checks that the
-// host has Node.js >= 20, copies this kk installation there (the kk package and the closure of
-// its dependencies, streamed as a tar.gz into <prefix>/releases/<id>), writes the agent's
-// configuration (agent.env, 0600) and a systemd unit made from packaging/kk-agent.service, starts
-// the agent (systemd where it runs; else with nohup when asked, or prints the exact command), and
-// waits until the agent has enrolled (and, with an admin token, until the node is ONLINE).
 
 const SAFE = /^[A-Za-z0-9_.,=:/@+%-]*$/;
 const MIN_NODE = 20;
@@ -290,9 +289,9 @@ export function agentUnit(template: string, o: { prefix: string; user: boolean; 
     if (o.user && l.startsWith('WantedBy=')) return 'WantedBy=default.target';
     return l;
   });
-  const at = out.findIndex((l) => l.startsWith('[Unit]'));
-  out.splice(Math.max(0, at), 0, `# Written by kk node install on ${o.date}: the agent in ${o.prefix} (configuration in ${o.prefix}/agent.env).`);
-  return out.join('\n');
+  // The template's header tells a person how to install it by hand; this copy says where it came from.
+  const at = Math.max(0, out.findIndex((l) => l.startsWith('[Unit]')));
+  return [`# Written by kk node install on ${o.date} from packaging/kk-agent.service: the agent in`, `# ${o.prefix} (configuration in ${o.prefix}/agent.env, state in ${o.prefix}/state).`, ...out.slice(at)].join('\n');
 }
 
 export default class NodeInstall extends KkCommand<typeof NodeInstall> {
@@ -369,12 +368,26 @@ export default class NodeInstall extends KkCommand<typeof NodeInstall> {
     ].join('\n');
     const kkBin = `#!/bin/sh\n# kk on this host (installed by kk node install)\nexec ${sq(host.node)} ${sq(`${prefix}/current/node_modules/kk/bin/run.js`)} "$@"\n`;
     const agentBin = `#!/bin/sh\n# The kk agent with the configuration in agent.env (what the systemd unit runs, for nohup).\nset -a\n. ${sq(`${prefix}/agent.env`)}\nset +a\nexec ${sq(`${prefix}/bin/kk`)} agent\n`;
+    // Starts the agent in the background (stopping one this script started before), for hosts without systemd.
+    const startBin = [
+      '#!/bin/sh',
+      '# Start the kk agent in the background with nohup (hosts without systemd); log in agent.log.',
+      `cd ${sq(prefix)} || exit 1`,
+      'if [ -f agent.pid ] && kill -0 "$(cat agent.pid)" 2>/dev/null; then',
+      '  kill "$(cat agent.pid)"',
+      '  i=0; while [ $i -lt 40 ] && kill -0 "$(cat agent.pid)" 2>/dev/null; do sleep 0.5; i=$((i+1)); done',
+      'fi',
+      'if command -v setsid >/dev/null 2>&1; then setsid nohup ./bin/kk-agent >> agent.log 2>&1 < /dev/null & else nohup ./bin/kk-agent >> agent.log 2>&1 < /dev/null & fi',
+      'echo $! > agent.pid',
+      '',
+    ].join('\n');
     const count = { files: 0, bytes: 0 };
     const tar = Readable.from(
       tarStream(pkgs, `releases/${release}`, [
         { path: 'agent.env', body: env, mode: 0o600 },
         { path: 'bin/kk', body: kkBin, mode: 0o755 },
         { path: 'bin/kk-agent', body: agentBin, mode: 0o755 },
+        { path: 'bin/kk-agent-start', body: startBin, mode: 0o755 },
         { path: 'kk-agent.service', body: unit, mode: 0o644 },
       ], count),
     );
@@ -397,18 +410,17 @@ export default class NodeInstall extends KkCommand<typeof NodeInstall> {
     if (act.status !== 0 || !said(act.stdout).runs) throw sshFailure(act, where, `running the installed kk (${prefix}/bin/kk --version)`);
 
     // 5. Start.
-    const nohupCmd = `cd ${sq(prefix)} && if [ -f agent.pid ] && kill -0 "$(cat agent.pid)" 2>/dev/null; then kill "$(cat agent.pid)"; for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do kill -0 "$(cat agent.pid)" 2>/dev/null || break; sleep 0.5; done; fi; (setsid nohup ./bin/kk-agent >> agent.log 2>&1 < /dev/null & echo $! > agent.pid)`;
     const systemdCmd = userUnit
       ? `mkdir -p ~/.config/systemd/user && cp ${sq(`${prefix}/kk-agent.service`)} ~/.config/systemd/user/kk-agent.service && systemctl --user daemon-reload && systemctl --user enable kk-agent && systemctl --user restart kk-agent`
       : `install -m 0644 ${sq(`${prefix}/kk-agent.service`)} /etc/systemd/system/kk-agent.service && systemctl daemon-reload && systemctl enable kk-agent && systemctl restart kk-agent`;
     let started: InstallResult['started'] = 'none';
-    const startCommand = mode === 'systemd' ? systemdCmd : `ssh ${opts.map(sq).join(' ')} ${sq(target)} ${sq(`sh -c ${sq(nohupCmd)}`)}`;
+    const startCommand = mode === 'systemd' ? systemdCmd : `${prefix}/bin/kk-agent-start`;
     if (mode === 'none') {
-      step(5, 'not starting the agent (no systemd there); start it with:');
-      process.stderr.write(`    ${startCommand}\n    (or on the host: ${prefix}/bin/kk-agent, with systemd: ${systemdCmd})\n`);
+      step(5, 'not starting the agent (no systemd there); on the host, run:');
+      process.stderr.write(`    ${startCommand}\n    (the agent in the background with nohup, log in ${prefix}/agent.log; or under systemd: ${systemdCmd})\n`);
     } else {
       step(5, mode === 'systemd' ? `starting the agent with systemd (${userUnit ? 'user unit; run `loginctl enable-linger` for it to outlive logins' : '/etc/systemd/system/kk-agent.service'})` : `starting the agent with nohup (log: ${prefix}/agent.log)`);
-      const st = await ssh(opts, target, `sh -c ${sq(`${mode === 'systemd' ? systemdCmd : nohupCmd} && echo "kk-install: started"`)}`);
+      const st = await ssh(opts, target, `sh -c ${sq(`${mode === 'systemd' ? systemdCmd : sq(`${prefix}/bin/kk-agent-start`)} && echo "kk-install: started"`)}`);
       if (st.status !== 0 || !said(st.stdout).started) throw sshFailure(st, where, 'starting the agent');
       started = mode === 'systemd' ? (userUnit ? 'systemd-user' : 'systemd') : 'nohup';
     }
