@@ -12,6 +12,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { agentDeploys } from '@kk/agent';
+import { createHasher } from '@kk/core';
 import { type RunningServer, startServer } from '@kk/server';
 import { WEB_DIR, ensureBuilt, launch, pixelDiff, watchProblems } from './browser.js';
 import { FIXED_TIME, manyProjects, openFileStore, writeVersion } from './fixtures.js';
@@ -83,9 +85,9 @@ describe('web UI in Chromium against kk serve', () => {
   }
 
   /** Compare with the committed screenshot (write it when KK_UPDATE_SCREENSHOTS=1 or absent outside CI). */
-  async function screenshot(page: Page, name: string) {
+  async function screenshot(page: Page, name: string, volatile: string[] = []) {
     await page.evaluate(() => document.fonts.ready);
-    const png = await page.screenshot({ fullPage: false, animations: 'disabled', caret: 'hide', mask: [page.locator('time, [data-volatile]')], maskColor: '#c8ccd4' });
+    const png = await page.screenshot({ fullPage: false, animations: 'disabled', caret: 'hide', mask: [page.locator(['time', '[data-volatile]', ...volatile].join(', '))], maskColor: '#c8ccd4' });
     const file = join(SHOTS, `${name}.png`);
     if (process.env.KK_UPDATE_SCREENSHOTS === '1' || (!existsSync(file) && process.env.CI !== 'true')) {
       await mkdir(SHOTS, { recursive: true });
@@ -93,8 +95,9 @@ describe('web UI in Chromium against kk serve', () => {
       return;
     }
     const diff = await pixelDiff(browser, await readFile(file), png);
-    if (diff > PIXEL_TOLERANCE) await writeFile(join(root, `${name}.actual.png`), png);
-    expect(diff, `${name}: ${(diff * 100).toFixed(2)}% of pixels differ from screenshots/${name}.png (actual kept in ${root})`).toBeLessThanOrEqual(PIXEL_TOLERANCE);
+    const actual = join(tmpdir(), `kk-web-${name}.actual.png`);
+    if (diff > PIXEL_TOLERANCE) await writeFile(actual, png);
+    expect(diff, `${name}: ${(diff * 100).toFixed(2)}% of pixels differ from screenshots/${name}.png (see ${actual})`).toBeLessThanOrEqual(PIXEL_TOLERANCE);
   }
 
   beforeAll(async () => {
@@ -229,8 +232,58 @@ describe('web UI in Chromium against kk serve', () => {
     await screenshot(page, 'nodes');
     await page.getByRole('link', { name: 'Overview' }).click();
     await page.getByTestId('overview-nodes').getByText('all online').waitFor();
-    await screenshot(page, 'overview');
+    // Which events come last depends on the agent's timing: their rows are masked.
+    await screenshot(page, 'overview', ['[data-testid=events] tbody']);
     expect(problems).toEqual([]);
+  });
+
+  it('a deploy whose health check fails shows its stages live and ends with the rollback reason', async () => {
+    // The kk agent process (kk agent) does not run deploys yet: the agent's own deploy loop runs
+    // here, in this process, under the same node's identity (real HTTP to the real server).
+    const identity = JSON.parse(await readFile(join(root, 'agent', 'agent.json'), 'utf8')) as { node: string; token: string };
+    expect(identity.node).toBe(nodeId);
+    const hasher = createHasher({ threads: 1 });
+    const loop = agentDeploys({ server: url, stateDir: join(root, 'deploy-agent'), hasher, pollWaitMs: 1000 });
+    loop.start({ node: identity.node, token: identity.token });
+    try {
+      const app = join(root, 'app');
+      await mkdir(app, { recursive: true });
+      // Signed in before the deploy starts, so the page sees it from its first stage.
+      const { page, problems } = await newPage();
+      await signIn(page, ADMIN);
+      const created = await api('POST', '/api/deploy/shell', {
+        node: 'web-01',
+        workdir: app,
+        script: `echo "部署 v2: starting"; sleep 3; echo unhealthy > '${app}/state'; echo "v2 installed"`,
+        rollback_script: `echo healthy > '${app}/state'; echo "restored the previous release"`,
+        health: { type: 'script', script: `grep -qx healthy '${app}/state' || { echo "state is $(cat '${app}/state')" >&2; exit 1; }`, retries: 1, interval_ms: 300, timeout_ms: 5000 },
+      });
+      expect(created.status, JSON.stringify(created.json)).toBe(202);
+      const id = created.json.id as string;
+      await page.goto(`${url}/ui/#/deploys/${id}`);
+      await page.getByTestId('deploy-status').waitFor();
+      await page.evaluate(() => ((window as unknown as { __same: number }).__same = 1));
+      const seen = new Set<string>();
+      await until('the deploy to end', 60_000, async () => {
+        const st = (await page.getByTestId('deploy-status').textContent()) ?? '';
+        seen.add(st);
+        return ['rolled_back', 'rollback_failed', 'success', 'failed'].includes(st);
+      });
+      expect(await page.getByTestId('deploy-status').textContent(), JSON.stringify((await api('GET', `/api/deploy/${id}`)).json)).toBe('rolled_back');
+      // It was seen running before it ended, on the same page (no reload).
+      expect([...seen].some((s) => !['rolled_back'].includes(s)), [...seen].join(',')).toBe(true);
+      expect(await page.evaluate(() => (window as unknown as { __same?: number }).__same)).toBe(1);
+      const stages = await page.getByTestId('deploy-stages').locator('li .badge').allTextContents();
+      expect(stages).toEqual(expect.arrayContaining(['executing', 'health_check', 'rolling_back', 'rolled_back']));
+      await poll(() => page.getByTestId('deploy-reason').textContent()).toMatch(/Rolled back automatically/);
+      await poll(() => page.getByTestId('deploy-log').textContent()).toContain('部署 v2: starting');
+      await axe(page, 'deploy');
+      await screenshot(page, 'deploy');
+      expect(problems).toEqual([]);
+    } finally {
+      await loop.stop();
+      await hasher.close();
+    }
   });
 
   it('a pull token sees no Promote, Rollback or Delete, and the API refuses them anyway', async () => {
