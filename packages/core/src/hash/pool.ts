@@ -83,7 +83,8 @@ export function createHasher(opts: HasherOptions = {}): Hasher {
   const threads = Math.max(1, opts.threads ?? availableParallelism());
   const pool = new Piscina({
     filename: new URL('./worker.js', import.meta.url).href,
-    minThreads: 1,
+    // Lazy: a process whose work needs no worker (a no-op pull) never starts one.
+    minThreads: 0,
     maxThreads: threads,
     idleTimeout: 30_000,
     // Chunk tasks are small; keep enough queued to keep every thread busy.
