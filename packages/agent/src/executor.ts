@@ -4,6 +4,7 @@
 // merged with the defaults (.git/, runtime/, tmp/) as ignore rules, so excluded paths are never
 // touched. Every failure becomes an outcome with the error's code and a sentence saying why.
 import { type Hasher, KkError, type Store, Store as StoreClass, type VerifyProblem, isKkError, pull, verifyTarget, withRetry } from '@kk/core';
+import { posix } from 'node:path';
 import { openDriver } from '@kk/drivers';
 import type { ClaimedTask, LogLine, TaskOutcome } from './api.js';
 
@@ -54,6 +55,14 @@ export interface PullExecutorOptions {
   agent?: string;
   /** Open the store (tests pass one in). */
   openStore?: () => Promise<Store>;
+  /** Directories target paths must lie in (kk agent --allow-root); none: any absolute path. */
+  allowedRoots?: string[];
+}
+
+/** The allowed root a path lies in (itself or below), or undefined. */
+export function allowedRoot(path: string, roots: readonly string[]): string | undefined {
+  const p = posix.normalize(path);
+  return roots.map((r) => posix.normalize(r).replace(/\/+$/, '') || '/').find((r) => r === '/' || p === r || p.startsWith(`${r}/`));
 }
 
 export class PullExecutor implements TaskExecutor {
@@ -75,6 +84,10 @@ export class PullExecutor implements TaskExecutor {
   async run(claim: ClaimedTask, ctx: ExecutionContext): Promise<TaskOutcome> {
     const { task, target } = claim;
     let store: Store | undefined;
+    const roots = this.opts.allowedRoots ?? [];
+    if (roots.length && !allowedRoot(target.path, roots)) {
+      return { ok: false, code: 'PATH_NOT_ALLOWED', reason: `target path ${target.path} is outside the directories this node allows (${roots.join(', ')}); nothing was touched`, retryable: false };
+    }
     try {
       ctx.stage('resolve', 0);
       store = await this.store(claim);
@@ -97,6 +110,8 @@ export class PullExecutor implements TaskExecutor {
         concurrency: this.opts.concurrency ?? 8,
         command: 'kk agent',
         ...(this.opts.agent ? { agent: this.opts.agent } : {}),
+        // A file changed locally since kk wrote it fails the task instead of being overwritten.
+        ...(target.on_local_change === 'fail' ? { onLocalChange: 'fail' as const } : {}),
       };
       if (target.strategy === 'overlay') {
         const plan = await pull({ ...base, ignore, dryRun: true, adopt: true });
@@ -119,6 +134,7 @@ export class PullExecutor implements TaskExecutor {
         },
       });
       ctx.stage('done', 1);
+      for (const w of r.warnings ?? []) ctx.log(w, 'warn');
       const result = {
         files_added: r.paths.added.length,
         files_changed: r.paths.changed.length + r.paths.metaOnly.length,
@@ -129,6 +145,7 @@ export class PullExecutor implements TaskExecutor {
         manifest: r.manifest,
         ...(r.previous ? { previous: r.previous } : {}),
         ...(r.recovered ? { recovered: true } : {}),
+        ...(r.warnings?.length ? { warnings: r.warnings } : {}),
       };
       ctx.log(`done: ${result.files_added} added, ${result.files_changed} changed, ${result.files_deleted} deleted, ${result.bytes_fetched} bytes fetched in ${result.seconds} s`);
       return { ok: true, result };
@@ -157,15 +174,19 @@ export class PullExecutor implements TaskExecutor {
       ctx.log(`verify OK: ${r.filesChecked} files match ${task.version}`);
       return { ok: true, result };
     }
-    const shown = problems.slice(0, 10).map(describeProblem).join('; ');
-    for (const p of problems.slice(0, 50)) ctx.log(`differs: ${describeProblem(p)}`, 'error');
-    return { ok: false, code: 'CONFLICT', reason: `${problems.length} difference(s) between ${target.path} and ${task.version}: ${shown}${problems.length > 10 ? '; ...' : ''}`, retryable: false, result };
+    // One entry per path: a file edited on the node differs in content and in its modified time.
+    const byPath = new Map<string, VerifyProblem[]>();
+    for (const p of problems) byPath.set(p.path, [...(byPath.get(p.path) ?? []), p]);
+    const rank = ['missing', 'not-a-file', 'not-a-dir', 'content', 'mode', 'mtime', 'extra'];
+    const lines = [...byPath].map(([path, ps]) => `${path} (${ps.sort((a, b) => rank.indexOf(a.problem) - rank.indexOf(b.problem)).map(describeProblem).join(', ')})`);
+    for (const l of lines.slice(0, 50)) ctx.log(`differs: ${l}`, 'error');
+    return { ok: false, code: 'CONFLICT', reason: `${lines.length} difference(s) between ${target.path} and ${task.version}: ${lines.slice(0, 10).join('; ')}${lines.length > 10 ? '; ...' : ''}`, retryable: false, result };
   }
 }
 
 function describeProblem(p: VerifyProblem): string {
   const what = { missing: 'missing', content: 'changed locally', mode: 'mode changed', mtime: 'modified time changed', extra: 'not in the version', 'not-a-file': 'not a file', 'not-a-dir': 'not a directory' }[p.problem];
-  return `${p.path} (${what}${p.expected !== undefined && p.problem === 'mode' ? `: ${p.actual} instead of ${p.expected}` : ''})`;
+  return p.problem === 'mode' ? `${what}: ${p.actual} instead of ${p.expected}` : what;
 }
 
 /** A failure as the server records it: a stable code and a sentence saying what to do. */

@@ -1,6 +1,7 @@
 // The executor against a real file store and real directories: mirror applies the version byte
 // for byte and leaves the default-ignored directories alone; overlay never deletes; include and
 // exclude are honoured; failures become outcomes with a code and a reason, leaving the directory.
+import { spawn } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -49,11 +50,11 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-function claim(version: string, target: string, t: Partial<ClaimedTask['target']> = {}, manifest: string | null = null): ClaimedTask {
+function claim(version: string, target: string, t: Partial<ClaimedTask['target']> = {}, manifest: string | null = null, source?: string): ClaimedTask {
   return {
     attempt_id: 'at-1',
     lease_ms: 30_000,
-    task: { id: 'tk-1', project: 'p', app: 'web', version, manifest, attempts: 1 },
+    task: { id: 'tk-1', project: 'p', app: 'web', version, manifest, attempts: 1, ...(source ? { source } : {}) },
     target: { id: 'tg-1', path: target, strategy: 'mirror', include: [], exclude: [], ...t },
   };
 }
@@ -117,4 +118,66 @@ it('failures are outcomes with a code and a reason, and leave the directory as i
   const wrongManifest = await ex.run(claim('v2', join(dir, 'y'), {}, 'sha256:' + '0'.repeat(64)), recorder().ctx);
   expect(wrongManifest).toMatchObject({ ok: false, code: 'MANIFEST_INVALID' });
   await expect(readdir(join(dir, 'y'))).rejects.toThrow(/ENOENT/);
+});
+
+it('verify: OK when the directory holds exactly the version; a file changed locally or an extra one is a CONFLICT naming it', async () => {
+  const target = join(dir, 'verified');
+  const ex = new PullExecutor({ storeUrl, hasher, stateDir: join(dir, 'state') });
+  expect((await ex.run(claim('v2', target), recorder().ctx)).ok).toBe(true);
+  expect(await ex.run(claim('v2', target, {}, null, 'verify'), recorder().ctx)).toMatchObject({ ok: true, result: { verified: true, files_checked: 4 } });
+  await writeFile(join(target, 'dist', 'app.js'), 'v2 app, edited on the node');
+  await writeFile(join(target, 'stray.txt'), 'left here');
+  const before = await tree(target);
+  const r = recorder();
+  const o = await ex.run(claim('v2', target, {}, null, 'verify'), r.ctx);
+  expect(o).toMatchObject({ ok: false, code: 'CONFLICT', retryable: false, result: { verified: false } });
+  expect((o as { reason: string }).reason).toMatch(/^2 difference\(s\) between .* and v2: dist\/app\.js \(changed locally, modified time changed\); stray\.txt \(not in the version\)$/);
+  expect(r.logs).toContain('differs: dist/app.js (changed locally, modified time changed)');
+  expect(await tree(target)).toEqual(before); // a verify changes nothing
+  // Overlay targets may hold files the version lacks.
+  expect(await ex.run(claim('v2', target, { strategy: 'overlay' }, null, 'verify'), recorder().ctx)).toMatchObject({ ok: false, code: 'CONFLICT', reason: expect.not.stringMatching(/stray/) });
+});
+
+it('a path outside the allowed roots, a local change with on_local_change: fail, a full disk: each names its cause and leaves the directory', async () => {
+  const allowed = join(dir, 'allowed');
+  const ex = new PullExecutor({ storeUrl, hasher, stateDir: join(dir, 'state'), allowedRoots: [allowed] });
+  const outside = join(dir, 'outside');
+  await writeTree(outside, { 'keep.txt': 'mine' });
+  const o = await ex.run(claim('v1', outside), recorder().ctx);
+  expect(o).toMatchObject({ ok: false, code: 'PATH_NOT_ALLOWED', retryable: false });
+  expect((o as { reason: string }).reason).toContain(`target path ${outside} is outside the directories this node allows (${allowed})`);
+  expect(await tree(outside)).toEqual({ 'keep.txt': 'mine' });
+  expect(await ex.run(claim('v1', join(allowed, 'site')), recorder().ctx)).toMatchObject({ ok: true });
+
+  const guarded = join(allowed, 'site');
+  await writeFile(join(guarded, 'index.html'), 'hot fix on the node');
+  const before = await tree(guarded);
+  const lc = await ex.run(claim('v2', guarded, { on_local_change: 'fail' }), recorder().ctx);
+  expect(lc).toMatchObject({ ok: false });
+  expect((lc as { reason: string }).reason).toMatch(/index\.html/);
+  expect(await tree(guarded)).toEqual(before);
+
+  // A 256 KiB tmpfs as the node's disk (mounting needs root, as in CI).
+  const small = join(dir, 'small');
+  await mkdir(small, { recursive: true });
+  const mounted = await new Promise<boolean>((r) => spawn('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', small], { stdio: 'ignore' }).on('exit', (c) => r(c === 0)).on('error', () => r(false)));
+  if (!mounted) {
+    if (process.env.CI === 'true') throw new Error('CI must run as root: mounting a small tmpfs failed');
+    return;
+  }
+  try {
+    const big = join(dir, 'big');
+    await writeTree(big, { 'blob.bin': 'x'.repeat(2 * 1024 * 1024) });
+    const store = await Store.open(createFileDriver({ root: storeUrl }));
+    await push({ store, hasher, project: 'p', app: 'web', version: 'v3', dir: big, stateDir: join(dir, 'push-state') });
+    await store.driver.close();
+    const site = join(small, 'site');
+    await writeTree(site, {});
+    const full = await new PullExecutor({ storeUrl, hasher, stateDir: join(small, 'state') }).run(claim('v3', site), recorder().ctx);
+    expect(full).toMatchObject({ ok: false, code: 'DISK_FULL' });
+    expect((full as { reason: string }).reason).toMatch(/space/);
+    expect(await readdir(site)).toEqual([]);
+  } finally {
+    await new Promise((r) => spawn('umount', [small], { stdio: 'ignore' }).on('exit', r));
+  }
 });

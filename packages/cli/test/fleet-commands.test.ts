@@ -61,3 +61,19 @@ it('node show, drain, target list, rm guarded by targets, then target rm and nod
   expect((await sb.kk(['node', 'rm', ...flags(), 'edge-1'])).code).toBe(0);
   expect((await sb.kkJson(['node', 'list', ...flags()])).json.items).toEqual([]);
 }, 120_000);
+
+it('kk pause --path: every pull into the directory fails with PAUSED naming who and why, until kk resume --path', async () => {
+  const dir = sb.path('deployed');
+  expect((await sb.kk(['pull', '-p', 'shop', '-a', 'web', '--version', 'v1', '--path', dir], { cwd: sb.path('ci') })).code).toBe(0);
+  const p = await sb.kkJson(['pause', '--path', dir, '--reason', 'upgrade in progress']);
+  expect(p.code, p.stderr).toBe(0);
+  expect(p.json).toMatchObject({ reason: 'upgrade in progress', by: expect.any(String), since: expect.any(String) });
+  const blocked = await sb.kk(['pull', '-p', 'shop', '-a', 'web', '--version', 'v1', '--path', dir], { cwd: sb.path('ci') });
+  expect(blocked.code).toBe(4);
+  expect(blocked.stderr).toMatch(/paused by .*upgrade in progress/);
+  expect((await sb.kk(['pause', '--path', dir, '--reason', 'x', '--until', '2h'])).stderr).toMatch(/--until applies to a target pause only/);
+  expect((await sb.kk(['pause', '--reason', 'x'])).code).toBe(2); // neither --target nor --path
+  expect((await sb.kkJson(['resume', '--path', dir])).json).toMatchObject({ resumed: true, was: { reason: 'upgrade in progress' } });
+  expect((await sb.kkJson(['resume', '--path', dir])).json).toMatchObject({ resumed: false });
+  expect((await sb.kk(['pull', '-p', 'shop', '-a', 'web', '--version', 'v1', '--path', dir], { cwd: sb.path('ci') })).code).toBe(0);
+}, 120_000);

@@ -125,6 +125,11 @@ it('each claim brings a pull token scoped to its app (revoked with the next clai
   expect(hook.status).toBe(201);
   const reg = await call('POST', '/api/sync/registration-tokens', {});
   const n = (await call('POST', '/api/sync/agent/enrol', { registration_token: reg.json.token, name: 'v1node' }, '')).json;
+  // An agent that allows only some roots says so in its heartbeats; a target outside them is refused.
+  expect((await call('POST', `/api/sync/nodes/${n.node.id}/heartbeat`, { info: { allowed_roots: ['/srv'] } }, n.token)).status).toBe(200);
+  const outside = await call('POST', '/api/sync/targets', { project: 'shop', app: 'web', node: 'v1node', path: '/etc/shop' });
+  expect(outside.status).toBe(400);
+  expect(outside.json.error).toMatchObject({ code: 'UNSAFE_PATH', message: '/etc/shop is outside the directories node v1node allows (/srv)' });
   const target = (await call('POST', '/api/sync/targets', { project: 'shop', app: 'web', node: 'v1node', path: '/srv/verify' })).json.id;
   const finish = async (claim: Record<string, any>, outcome: unknown) =>
     (await call('POST', `/api/sync/tasks/${claim.task.id}/report`, { attempt_id: claim.attempt_id, outcome }, n.token)).json.state;

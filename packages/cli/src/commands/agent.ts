@@ -30,6 +30,7 @@ export default class AgentCommand extends KkCommand<typeof AgentCommand> {
     store: Flags.string({ summary: 'Store to pull from [default: the server itself].', helpValue: 'URL' }),
     'store-token': Flags.string({ summary: 'Token for --store [default: the node token when pulling from the server].', env: 'KK_STORE_TOKEN', helpValue: 'TOKEN' }),
     concurrency: Flags.integer({ summary: 'Parallel fetches inside one task [default: 8].', min: 1, max: 256, helpValue: 'N' }),
+    'allow-root': Flags.string({ summary: 'Only apply targets whose path lies in this directory; repeatable [default: any absolute path].', env: 'KK_AGENT_ALLOW_ROOTS', multiple: true, delimiter: ',', helpValue: 'DIR' }),
     'poll-wait': Flags.integer({ summary: 'Seconds one long-poll waits for work [default: 25].', min: 0, max: 300, helpValue: 'SECONDS' }),
   };
 
@@ -51,10 +52,11 @@ export default class AgentCommand extends KkCommand<typeof AgentCommand> {
       stateDir: join(stateDir, 'targets'),
       agent: await agentId(),
       ...(f.concurrency ? { concurrency: f.concurrency } : {}),
+      ...(f['allow-root']?.length ? { allowedRoots: f['allow-root'] } : {}),
     } as ConstructorParameters<typeof PullExecutor>[0]);
     // Deploys (kk deploy ...): one at a time beside the sync tasks, journalled in the state dir.
     const deploys = agentDeploys({ server: f.server, stateDir, hasher: this.hasher, ...(f.store ? { storeUrl: f.store } : {}), ...(f['store-token'] ? { storeToken: f['store-token'] } : {}), log, ...(f['poll-wait'] !== undefined ? { pollWaitMs: f['poll-wait'] * 1000 } : {}) });
-    const agent = new Agent({ api, executor, deploys, stateDir, server: f.server, name: id.name, log, ...(f['poll-wait'] !== undefined ? { pollWaitMs: f['poll-wait'] * 1000 } : {}), info: () => ({ agent: 'kk agent', name: id.name }) });
+    const agent = new Agent({ api, executor, deploys, stateDir, server: f.server, name: id.name, log, ...(f['poll-wait'] !== undefined ? { pollWaitMs: f['poll-wait'] * 1000 } : {}), info: () => ({ agent: 'kk agent', name: id.name, ...(f['allow-root']?.length ? { allowed_roots: f['allow-root'] } : {}) }) });
     // Stop cleanly instead of the base command's immediate exit: the running task finishes.
     process.removeAllListeners('SIGINT');
     process.removeAllListeners('SIGTERM');

@@ -720,6 +720,11 @@ export class Fleet {
     const olc = input.on_local_change ?? 'overwrite';
     if (olc !== 'overwrite' && olc !== 'fail') throw new KkError('CONFIG_INVALID', 'on_local_change must be overwrite or fail');
     const node = await this.node(input.node);
+    // An agent started with --allow-root says so in its heartbeats: refuse a path it would refuse.
+    const roots = Array.isArray(node.info?.allowed_roots) ? (node.info.allowed_roots as unknown[]).filter((r): r is string => typeof r === 'string') : [];
+    if (roots.length && !roots.some((r) => { const root = posix.normalize(r).replace(/\/+$/, '') || '/'; return root === '/' || input.path === root || input.path.startsWith(`${root}/`); })) {
+      throw new KkError('UNSAFE_PATH', `${input.path} is outside the directories node ${node.name} allows (${roots.join(', ')})`, { hint: 'pick a path inside them, or restart its agent with another --allow-root' });
+    }
     const now = iso(this.now());
     const row = {
       id: `tg-${timeId()}`,

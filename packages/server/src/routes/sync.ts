@@ -11,6 +11,7 @@ import { parseDuration } from '../config.js';
 import { badRequest, readJson, sendJson } from '../http.js';
 import type { Call, ServerContext } from '../context.js';
 import { hasPermission } from '../tokens.js';
+import { testSshNode } from '../ssh-nodes.js';
 
 const BASE = '/api/sync';
 const MAX_WAIT_MS = 60_000;
@@ -220,7 +221,7 @@ async function testNode(srv: ServerContext, c: Call): Promise<void> {
   requireGlobalAdmin(c);
   const n = await srv.control.fleet.node(c.params.id!);
   if (n.kind === 'ssh') {
-    await sendJson(c.req, c.res, 200, { node: n.id, ok: false, reason: 'ssh probes are not implemented yet (issue 12: ssh nodes)' });
+    await sendJson(c.req, c.res, 200, await testSshNode(srv, n.id));
     return;
   }
   const age = n.last_heartbeat ? Date.now() - Date.parse(n.last_heartbeat) : null;
