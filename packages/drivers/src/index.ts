@@ -7,4 +7,5 @@ export type { HttpDriverOptions } from './http.js';
 export { createSshDriver, sshDriverOptionsFromUrl, type SshDriverOptions, type SshTraffic } from './ssh.js';
 // docker:// is `@kk/drivers/docker` (undici again); its key mapping is shared with tar://.
 export type { DockerDriverOptions } from './docker.js';
+export type { TarDriverOptions } from './tar-store.js';
 export { registerDriver, openDriver, describeStoreUrl, type DriverFactory, type OpenDriverOptions } from './registry.js';

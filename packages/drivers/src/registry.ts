@@ -111,3 +111,8 @@ registerDriver('docker', async (url) => {
   const { createDockerDriver, dockerDriverOptionsFromUrl } = await import('./docker.js');
   return createDockerDriver(dockerDriverOptionsFromUrl(url));
 });
+
+registerDriver('tar', async (url) => {
+  const { createTarDriver, tarDriverOptionsFromUrl } = await import('./tar-store.js');
+  return createTarDriver(tarDriverOptionsFromUrl(url));
+});
