@@ -7,6 +7,7 @@
 //    marked bad (a new deploy of it is refused).
 // 4. shell with a script that sleeps past --timeout: timeout, then the rollback script ran.
 // 6. two deploys to one node at once: one 202, one 409 naming the active deploy.
+// 5. the agent SIGKILLed during a deploy's health check finishes it when it is back.
 // 3. tar: a 300 MB .tar.gz (incompressible content, gzip level 0: cheap to make) uploaded through
 //    the store; the first upload is SIGKILLed halfway, the second sends only the chunks the store
 //    lacks (counted against the store); progress 0 -> 30 -> 60 -> 90 -> 100; the tree byte-exact.
@@ -136,6 +137,15 @@ describe('deploys: kk serve + kk agent + kk deploy', () => {
       child.once('exit', () => resolve());
       child.kill(signal);
     });
+  const startAgent = (registrationToken?: string) => {
+    agent = spawn(process.execPath, [KK_BIN, 'agent', '--server', url, '--name', 'd1', '--state-dir', sb.path('agent'), '--poll-wait', '2', ...(registrationToken ? ['--registration-token', registrationToken] : [])], {
+      cwd: sb.root,
+      env: cleanEnv({ KK_STATE_DIR: sb.path('agent', 'kk') }),
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    agent.stderr!.on('data', (d: Buffer) => (agentLog += d.toString()));
+  };
+  const api = async (path: string) => (await fetch(`${url}${path}`, { headers: { authorization: `Bearer ${admin}` } })).json() as Promise<Record<string, any>>;
   const server_ = (args: string[]) => ['--server', url, '--token', admin, ...args];
 
   beforeAll(async () => {
@@ -173,12 +183,7 @@ describe('deploys: kk serve + kk agent + kk deploy', () => {
     }
     const t = await sb.kk(['node', 'token', 'create', ...server_(['--expires', '1h'])]);
     expect(t.code, t.stderr).toBe(0);
-    agent = spawn(process.execPath, [KK_BIN, 'agent', '--server', url, '--name', 'd1', '--state-dir', sb.path('agent'), '--poll-wait', '2', '--registration-token', t.stdout.trim()], {
-      cwd: sb.root,
-      env: cleanEnv({ KK_STATE_DIR: sb.path('agent', 'kk') }),
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    agent.stderr!.on('data', (d: Buffer) => (agentLog += d.toString()));
+    startAgent(t.stdout.trim());
     await until('the agent enrolled', 30_000, async () => existsSync(sb.path('agent', 'agent.json')));
   }, 120_000);
 
@@ -301,4 +306,23 @@ describe('deploys: kk serve + kk agent + kk deploy', () => {
     expect(await readFile(`${target}/app/hello.txt`, 'utf8')).toBe('hello from the archive\n');
     expect(await readFile(`${target}/installed.txt`, 'utf8')).toBe('installed\n');
   }, 240_000);
+  it('acceptance 5: the agent SIGKILLed during the health check finishes the deploy on restart; the server record ends with its report', async () => {
+    const marker = sb.path('healthy-now');
+    await writeTree(sb.root, { 'ok.sh': 'echo deployed\n' });
+    // Unhealthy until the marker exists; each probe takes a moment, so the kill lands inside the check.
+    const r = await sb.kkJson(['deploy', 'shell', ...server_(['--node', 'd1', '--script', sb.path('ok.sh'), '--workdir', sb.root, '--health', `script:sleep 1; test -f ${marker}`, '--health-retries', '60', '--health-interval', '500ms', '--health-timeout', '2m'])]);
+    expect(r.code, r.stderr).toBe(0);
+    await until('the health check', 60_000, async () => (await api(`/api/deploy/${r.json.id}`)).status === 'health_check');
+    await stop(agent, 'SIGKILL');
+    await writeTree(sb.root, { 'healthy-now': 'yes' });
+    startAgent();
+    const done = await until('the deploy to end', 90_000, async () => {
+      const d = await api(`/api/deploy/${r.json.id}`);
+      return d.active === false ? d : undefined;
+    });
+    expect(done, agentLog.split('\n').slice(-20).join('\n')).toMatchObject({ status: 'success', result: { health_check: { success: true, check_type: 'script' } } });
+    expect(agentLog).toMatch(new RegExp(`deploy ${r.json.id}: recovered after a restart, ended success`));
+    const statuses = (await api(`/api/deploy/${r.json.id}/status`)).items.map((h: { status: string }) => h.status);
+    expect(inOrder(statuses, ['pending', 'executing', 'script_running', 'health_check', 'success']), statuses.join(' ')).toBe(true);
+  }, 180_000);
 });
