@@ -39,6 +39,7 @@ export const MEDIA = {
   ref: 'application/vnd.kk.ref.v1+json',
   channelJson: 'application/vnd.kk.channel.v1+json',
   kkManifest: 'application/vnd.kk.manifest.v1+json',
+  storeConfig: 'application/vnd.kk.store.v1+json',
   chunkMap: 'application/vnd.kk.chunkmap.v1',
   pack: 'application/vnd.kk.pack.v1',
   bytes: 'application/octet-stream',
@@ -159,6 +160,7 @@ export function createOciStore(opts: OciStoreOptions): PruneDriver {
   const sizes = new Map<string, number>();
   const chunkMapPacks = new Map<string, string[]>();
   let emptyUploaded: Promise<void> | undefined;
+  let storeConfigBytes: Buffer | undefined;
   const capabilities = {
     rangeReads: true,
     // Tags are last-writer-wins: a registry has no create-if-absent and no compare-and-swap.
@@ -169,7 +171,7 @@ export function createOciStore(opts: OciStoreOptions): PruneDriver {
     batchExists: false,
     // One blob per chunk is what registries rate-limit and refuse (thousands of layers): packs only.
     packsOnly: true,
-  } satisfies DriverCapabilities & { packsOnly: boolean };
+  } satisfies DriverCapabilities;
 
   const ensureEmpty = () => (emptyUploaded ??= b.putBlob(EMPTY_DESC.digest, EMPTY).catch((err) => {
     emptyUploaded = undefined;
@@ -215,7 +217,7 @@ export function createOciStore(opts: OciStoreOptions): PruneDriver {
   /** The descriptor of the bytes a tag-backed key holds, or undefined. */
   async function dataOf(key: string, place: KeyPlace & { tag: string }): Promise<{ desc: Descriptor; inline?: Buffer; m: OciManifest; digest: string } | undefined> {
     const t = await tagged(place.tag);
-    if (!t) return undefined;
+    if (!t) return key === 'kk-store.json' ? storeConfigFromVersions() : undefined;
     if (place.kind === 'ref') {
       if (t.m.artifactType !== MEDIA.version || t.m.config?.mediaType !== MEDIA.ref) return undefined;
       return { desc: t.m.config, m: t.m, digest: t.digest };
@@ -237,6 +239,29 @@ export function createOciStore(opts: OciStoreOptions): PruneDriver {
     }
     const layer = t.m.layers?.[0];
     return layer ? { desc: layer, m: t.m, digest: t.digest } : undefined;
+  }
+
+  /**
+   * A repository holding versions copied without the `kk-store` tag (`skopeo copy` of one
+   * version): every version manifest carries the store's kk-store.json as a layer.
+   */
+  async function storeConfigFromVersions(): Promise<{ desc: Descriptor; m: OciManifest; digest: string } | undefined> {
+    for await (const tag of b.tags()) {
+      if (!tag.startsWith('r_') || keyOfTag(tag) === undefined) continue;
+      const t = await tagged(tag);
+      const layer = t?.m.artifactType === MEDIA.version ? t.m.layers?.find((l) => l.mediaType === MEDIA.storeConfig) : undefined;
+      if (t && layer) return { desc: layer, m: t.m, digest: t.digest };
+    }
+    return undefined;
+  }
+
+  /** kk-store.json's bytes, read once. */
+  async function storeConfig(): Promise<Buffer | undefined> {
+    if (storeConfigBytes) return storeConfigBytes;
+    const d = await dataOf('kk-store.json', placeOf('kk-store.json') as KeyPlace & { tag: string });
+    if (!d) return undefined;
+    storeConfigBytes = d.inline ?? (await b.getBlob(d.desc.digest));
+    return storeConfigBytes;
   }
 
   function mtimeOf(m: OciManifest): number {
@@ -268,6 +293,8 @@ export function createOciStore(opts: OciStoreOptions): PruneDriver {
       });
       packs.forEach((p, i) => layers.push({ mediaType: MEDIA.pack, digest: p, size: packSizes[i]! }));
     }
+    const store = await storeConfig();
+    if (store) layers.push({ ...(await putBlob(store)), mediaType: MEDIA.storeConfig });
     const config = await putBlob(data);
     return {
       schemaVersion: 2,
@@ -292,6 +319,7 @@ export function createOciStore(opts: OciStoreOptions): PruneDriver {
       return;
     }
     await ensureEmpty();
+    if (key === 'kk-store.json') storeConfigBytes = data;
     const created = new Date().toISOString();
     if (place.kind === 'ref') {
       await putJsonManifest(place.tag, await versionManifest(key, data, created));
