@@ -249,7 +249,12 @@ export class DeployLoop {
         await this.sendCallback(e.callback);
         await this.deployer.markReported(e.id);
         this.log(`deploy ${e.id}: outcome ${e.status} reported`);
-      } catch {
+      } catch (err) {
+        if (isKkError(err, 'CONFIG_MISSING')) {
+          // Run without a claim (before this agent spoke to a deploy server): nobody to tell.
+          await this.deployer.markReported(e.id);
+          continue;
+        }
         return; // the server is still away: next round
       }
     }
