@@ -78,6 +78,7 @@ it('claims one deploy at a time, reports in order under the attempt; a callback 
   api.down = false;
   await until('dep-2 reported', () => api.callbacks.find((c) => c.id === 'dep-2'));
   expect(api.callbacks.find((c) => c.id === 'dep-2')).toMatchObject({ attempt: 'da-2', status: 'failed', success: false, error: expect.stringMatching(/exited with code 3/) });
+  for (let i = 0; i < 500 && (await loop.deployer.unreported()).length > 0; i++) await new Promise((r) => setTimeout(r, 20));
   expect(await loop.deployer.unreported()).toEqual([]);
 
   // Refused before it ran (a kk deploy on an agent without a store): failed, said so.
