@@ -2,7 +2,6 @@
 // with ignore rules (gitignore syntax) applied and anything unsafe refused.
 import { lstatSync, readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import fg from 'fast-glob';
 import ignore, { type Ignore } from 'ignore';
 import type { Stats } from 'node:fs';
 import { KkError } from './errors.js';
@@ -44,11 +43,17 @@ export interface ScanOptions {
 export const DEFAULT_MAX_DEPTH = 64;
 
 export function makeIgnore(patterns: readonly string[] = []): Ignore {
-  return ignore().add([...patterns]);
+  const ig = ignore().add([...patterns]);
+  if (!patterns.length) NO_RULES.add(ig);
+  return ig;
 }
+
+/** Matchers made from no patterns: asking them is skipped (it costs a path check per entry). */
+const NO_RULES = new WeakSet<Ignore>();
 
 /** Whether a relative path (a directory when `isDir`) is ignored, or lies under an ignored dir. */
 export function isIgnored(ig: Ignore, path: string, isDir: boolean): boolean {
+  if (NO_RULES.has(ig)) return false;
   return ig.ignores(isDir ? `${path}/` : path);
 }
 
@@ -64,6 +69,8 @@ export async function scanTree(root: string, opts: ScanOptions = {}): Promise<Sc
   }
   if (!rootStat.isDirectory()) throw new KkError('SOURCE_INVALID', `${root} is not a directory`);
 
+  // Loaded on first use: a pull never scans a source tree, and fast-glob costs ~0.1-0.4 s to load.
+  const fg = (await import('fast-glob')).default;
   // Synchronous on purpose: tens of thousands of lstat calls are microseconds each this way.
   const entries = fg.sync('**', {
     cwd: root,

@@ -29,6 +29,8 @@ export interface ApplyPlan {
   chmodDirs: DirEntry[];
   /** Content of target files we know (stat cache or hashing): seeds for the fetch. */
   known: Map<string, Digest>;
+  /** Paths of `known` vouched for by the stat cache (stat unchanged since kk recorded the digest). */
+  trusted: Set<string>;
   /** Manifest paths skipped because the ignore rules cover them. */
   ignoredInManifest: number;
   bytesToWrite: number;
@@ -89,6 +91,8 @@ export const PATH_MAX = 4096;
 function checkPathLengths(root: string, paths: Iterable<string>): void {
   const rootBytes = Buffer.byteLength(root);
   for (const p of paths) {
+    // A UTF-16 unit is at most 3 UTF-8 bytes: most paths need no byte count at all.
+    if (rootBytes + 1 + p.length * 3 < PATH_MAX) continue;
     const n = rootBytes + 1 + Buffer.byteLength(p);
     if (n >= PATH_MAX) {
       throw new KkError('UNSAFE_PATH', `${p.slice(0, 60)}... would be a ${n}-byte path in ${root}, longer than the system allows (${PATH_MAX - 1})`, {
@@ -119,8 +123,16 @@ export async function computePlan(args: {
   const wantedFiles = new Map(files.map((f) => [f.path, f]));
   const wantedDirs = new Map<string, number>();
   for (const d of manifest.dirs) if (!isIgnored(ig, d.path, true)) wantedDirs.set(d.path, d.mode);
-  // Parents are implied: a directory or file listed without its parent still gets one.
-  for (const p of [...files.map((f) => f.path), ...wantedDirs.keys()]) for (const q of parentsOf(p)) if (!wantedDirs.has(q)) wantedDirs.set(q, 0o755);
+  // Parents are implied: a directory or file listed without its parent still gets one. Listed
+  // directories first, completely; then a file's walk up stops at the first directory present.
+  for (const p of [...wantedDirs.keys()]) for (const q of parentsOf(p)) if (!wantedDirs.has(q)) wantedDirs.set(q, 0o755);
+  for (const f of files) {
+    for (let i = f.path.lastIndexOf('/'); i > 0; i = f.path.lastIndexOf('/', i - 1)) {
+      const q = f.path.slice(0, i);
+      if (wantedDirs.has(q)) break;
+      wantedDirs.set(q, 0o755);
+    }
+  }
   checkPathLengths(args.root, [...wantedFiles.keys(), ...wantedDirs.keys()]);
 
   const plan: ApplyPlan = {
@@ -132,6 +144,7 @@ export async function computePlan(args: {
     makeDirs: [],
     chmodDirs: [],
     known: new Map(),
+    trusted: new Set(),
     ignoredInManifest,
     bytesToWrite: 0,
     bytesHashed: 0,
@@ -160,6 +173,7 @@ export async function computePlan(args: {
     const pc = placed.get(path);
     if (!args.verify && pc && pc.size === e.size && pc.mtimeMs === e.mtimeMs && pc.ctimeMs === e.ctimeMs && pc.ino === e.ino) {
       plan.known.set(path, pc.sha256);
+      plan.trusted.add(path);
     } else if (wantedFiles.get(path)?.size === e.size || (before && before.get(path)?.size === e.size)) {
       toHash.push(path);
     }

@@ -9,7 +9,7 @@ import { type Digest, digestHex } from '../digest.js';
 import { KkError } from '../errors.js';
 import type { Hasher, StageFileRequest } from '../hash/pool.js';
 import { makeDurable } from '../durability.js';
-import { type Manifest, RESERVED_TOP_LEVEL, fileChunks } from '../manifest.js';
+import { type FileEntry, type Manifest, RESERVED_TOP_LEVEL, fileChunks } from '../manifest.js';
 import { assertAppName, assertProjectName, assertVersionSpec } from '../names.js';
 import { assertSafePath, parentsOf } from '../paths.js';
 import { type ProgressCallback, phaseReporter } from '../progress.js';
@@ -145,6 +145,11 @@ interface Seed {
   abs: string;
   offset: number;
   size: number;
+  /**
+   * The file's stat still equals what kk recorded when it placed (or hashed) it: its bytes are
+   * those, and copies from it need no second hash (the staged file's digest is still checked).
+   */
+  trusted?: boolean;
 }
 
 async function openStore(s: StoreSource | undefined): Promise<Store> {
@@ -569,20 +574,38 @@ function buildSeedIndex(
   tree: ReturnType<typeof walkTarget>,
 ): Map<Digest, Seed[]> {
   const index = new Map<Digest, Seed[]>();
-  const add = (abs: string, chunks: [Digest, number][]) => {
+  // Only chunks this plan writes (and delta bases for them) are looked up: indexing every chunk of
+  // every version cost more than the update itself on a large tree with few changes.
+  const needed = new Set<Digest>();
+  const deltas = manifest.deltas ?? {};
+  for (const w of plan.write) {
+    for (const [d] of fileChunks(w.file)) {
+      needed.add(d);
+      const base = deltas[d];
+      if (base) needed.add(base);
+    }
+  }
+  if (!needed.size) return index;
+  const add = (abs: string, chunks: [Digest, number][], trusted = false) => {
     let offset = 0;
     for (const [d, size] of chunks) {
+      if (!needed.has(d)) {
+        offset += size;
+        continue;
+      }
       const list = index.get(d);
-      if (!list) index.set(d, [{ abs, offset, size }]);
-      else if (list.length < 3) list.push({ abs, offset, size });
+      const seed: Seed = trusted ? { abs, offset, size, trusted } : { abs, offset, size };
+      if (!list) index.set(d, [seed]);
+      else if (trusted && !list[0]!.trusted) list.unshift(seed);
+      else if (list.length < 3) list.push(seed);
       offset += size;
     }
   };
-  const chunksBySha = new Map<Digest, [Digest, number][]>();
-  for (const m of [manifest, ...history]) for (const f of m.files) if (!chunksBySha.has(f.sha256)) chunksBySha.set(f.sha256, fileChunks(f));
+  const fileBySha = new Map<Digest, FileEntry>();
+  for (const m of [manifest, ...history]) for (const f of m.files) if (!fileBySha.has(f.sha256)) fileBySha.set(f.sha256, f);
   for (const [path, sha] of plan.known) {
-    const chunks = chunksBySha.get(sha);
-    if (chunks) add(join(target, path), chunks);
+    const f = fileBySha.get(sha);
+    if (f) add(join(target, path), fileChunks(f), plan.trusted.has(path));
   }
   const current = history[0];
   if (current) {
@@ -592,7 +615,7 @@ function buildSeedIndex(
     }
   }
   if (cache) {
-    for (const [sha, chunks] of chunksBySha) if (cache.names.has(digestHex(sha))) add(join(cache.dir, digestHex(sha)), chunks);
+    for (const [sha, f] of fileBySha) if (cache.names.has(digestHex(sha))) add(join(cache.dir, digestHex(sha)), fileChunks(f));
   }
   return index;
 }
@@ -647,14 +670,20 @@ async function stageFiles(
       return { dst: stagedPath(i), size: f.size, mode: f.mode, mtime: mtimeArg(f.mtime), digest: f.sha256, seeds: local.map((x) => ({ src: x.abs, offset: x.offset })) };
     });
     const withObjects = async (list: StageFileRequest[]) => {
-      const byDigest = new Map<Digest, Promise<Buffer>>();
-      await forEachLimit(list, concurrency, async (r) => {
-        const d = r.digest as Digest;
-        if (!byDigest.has(d)) byDigest.set(d, fetchObject(d, r.size));
-        r.object = await byDigest.get(d)!;
+      if (!list.length) return;
+      // One batch request: chunks packed near each other come with one range read.
+      const sizes = new Map(list.map((r) => [r.digest as Digest, r.size]));
+      const objects = await (await store()).getChunkObjects([...sizes.keys()], concurrency);
+      for (const [d, o] of objects) {
+        result.chunksFetched++;
+        result.bytesFetched += o.length;
+        result.bytesFetchedRaw += sizes.get(d) ?? 0;
+      }
+      for (const r of list) {
+        r.object = objects.get(r.digest as Digest)!;
         r.seeds = [];
         delete r.delta;
-      });
+      }
     };
     const unseeded = reqs.filter((r) => r.size > 0 && r.seeds.length === 0);
     await forEachLimit(unseeded, concurrency, async (r) => {
@@ -712,7 +741,29 @@ async function stageFiles(
       offset += size;
     }
   });
-  await forEachLimit(seedTasks, Math.max(concurrency, hasher.threads * 2), async (t) => {
+  // Chunks from files the stat cache vouches for, contiguous in both files, are copied as one
+  // range without a second hash (the staged file's own digest is checked below all the same).
+  const ranges: { src: string; srcOffset: number; dst: string; offset: number; size: number; chunks: number }[] = [];
+  const verified: typeof seedTasks = [];
+  for (const t of seedTasks) {
+    const s0 = seeds.get(t.d)![0]!;
+    if (!s0.trusted) {
+      verified.push(t);
+      continue;
+    }
+    const last = ranges[ranges.length - 1];
+    if (last && last.dst === t.path && last.src === s0.abs && last.offset + last.size === t.offset && last.srcOffset + last.size === s0.offset && last.size < RANGE_MAX) {
+      last.size += t.size;
+      last.chunks++;
+    } else ranges.push({ src: s0.abs, srcOffset: s0.offset, dst: t.path, offset: t.offset, size: t.size, chunks: 1 });
+  }
+  await forEachLimit(ranges, Math.max(2, hasher.threads), async (r) => {
+    await copyRange(r.src, r.srcOffset, r.dst, r.offset, r.size);
+    result.chunksSeeded += r.chunks;
+    result.bytesSeeded += r.size;
+    progress.skip(0, r.size);
+  });
+  await forEachLimit(verified, Math.max(concurrency, hasher.threads * 2), async (t) => {
     for (const s of seeds.get(t.d)!) {
       const r = await hasher.copyChunk(s.abs, s.offset, t.size, t.d, t.path, t.offset);
       if (r.ok) {
@@ -761,6 +812,31 @@ async function stageFiles(
   // Durable before anything is renamed into place: one syncfs rather than an fsync per file.
   if ((opts.fsync ?? true) && plan.write.length) await makeDurable(fsRoot, plan.write.map((_, i) => stagedPath(i)));
   progress.end();
+}
+
+const RANGE_MAX = 64 * 1024 * 1024;
+const COPY_BUFFER = 1024 * 1024;
+
+/** Copy `size` bytes between two files at the given offsets (a merged run of seeded chunks). */
+async function copyRange(src: string, srcOffset: number, dst: string, offset: number, size: number): Promise<void> {
+  const from = await open(src, 'r');
+  try {
+    const to = await open(dst, 'r+');
+    try {
+      const buf = Buffer.allocUnsafe(Math.min(COPY_BUFFER, size));
+      for (let done = 0; done < size; ) {
+        const { bytesRead } = await from.read(buf, 0, Math.min(buf.length, size - done), srcOffset + done);
+        if (bytesRead === 0) throw new KkError('TARGET_CONFLICT', `${src} became shorter while kk copied from it`, { hint: 'pull again' });
+        let written = 0;
+        while (written < bytesRead) written += (await to.write(buf, written, bytesRead - written, offset + done + written)).bytesWritten;
+        done += bytesRead;
+      }
+    } finally {
+      await to.close();
+    }
+  } finally {
+    await from.close();
+  }
 }
 
 function addStoreDest(m: Map<Digest, { size: number; dests: { path: string; offset: number }[] }>, d: Digest, size: number, path: string, offset: number) {

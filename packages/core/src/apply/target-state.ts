@@ -4,7 +4,7 @@
 import { hostname } from 'node:os';
 import { lstat, mkdir, open, readFile, readdir, rm, stat, unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { type Digest, digestHex } from '../digest.js';
+import { type Digest, digestHex, sha256Digest } from '../digest.js';
 import { KkError } from '../errors.js';
 import { type Manifest, decodeManifest, encodeManifest } from '../manifest.js';
 import { defaultStateRoot, pathKey, readJsonFile, writeFileAtomic } from '../state.js';
@@ -37,6 +37,14 @@ export interface PlacedFile {
 }
 
 const HISTORY = 20;
+
+const STAT_FORMAT = 'kk-stat/2';
+/** path, size, mtimeMs, ctimeMs, ino, sha256 */
+type StatRow = [string, number, number, number, number, Digest];
+interface StatFile {
+  format: typeof STAT_FORMAT;
+  rows: StatRow[];
+}
 
 /** A deploy path reached through a symlink: the real directory kk manages under that spelling. */
 export interface LinkRecord {
@@ -126,9 +134,16 @@ export class TargetState {
     return digest;
   }
 
+  /**
+   * A manifest copy kept here. Only ever written from a validated manifest, in canonical form, and
+   * named by its digest: bytes that still hash to the name are those bytes, so they are parsed
+   * without validating the whole structure again (20,000 paths cost more to check than to read).
+   */
   async loadManifest(d: Digest): Promise<Manifest | undefined> {
     try {
-      return decodeManifest(await readFile(join(this.dir, 'manifests', `${digestHex(d)}.json`)), d);
+      const bytes = await readFile(join(this.dir, 'manifests', `${digestHex(d)}.json`));
+      if (sha256Digest(bytes) !== d) return decodeManifest(bytes, d);
+      return JSON.parse(bytes.toString('utf8')) as Manifest;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw err;
@@ -136,12 +151,22 @@ export class TargetState {
   }
 
   async readStat(): Promise<Map<string, PlacedFile>> {
-    const s = await readJsonFile<Record<string, PlacedFile>>(this.statFile);
-    return new Map(Object.entries(s ?? {}));
+    const s = await readJsonFile<StatFile | Record<string, PlacedFile>>(this.statFile);
+    if (!s) return new Map();
+    if (s.format === STAT_FORMAT && Array.isArray(s.rows)) {
+      const out = new Map<string, PlacedFile>();
+      for (const r of s.rows as StatRow[]) out.set(r[0], { size: r[1], mtimeMs: r[2], ctimeMs: r[3], ino: r[4], sha256: r[5] });
+      return out;
+    }
+    // The first format: one object per path (written by earlier releases).
+    return new Map(Object.entries(s as Record<string, PlacedFile>));
   }
 
+  /** Rows, not objects: a third smaller and faster to parse for a large tree. */
   async writeStat(entries: Map<string, PlacedFile>): Promise<void> {
-    await writeFileAtomic(this.statFile, JSON.stringify(Object.fromEntries(entries)));
+    const rows: StatRow[] = [];
+    for (const [p, e] of entries) rows.push([p, e.size, e.mtimeMs, e.ctimeMs, e.ino, e.sha256]);
+    await writeFileAtomic(this.statFile, JSON.stringify({ format: STAT_FORMAT, rows }));
   }
 
   async clearStat(): Promise<void> {

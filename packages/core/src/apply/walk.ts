@@ -2,7 +2,6 @@
 // Synchronous on purpose: a walk is tens of thousands of lstat calls, which cost microseconds
 // each when made directly and far more through the async thread pool.
 import { lstatSync, readdirSync } from 'node:fs';
-import { join } from 'node:path';
 import type { Ignore } from 'ignore';
 import { isIgnored } from '../scan.js';
 
@@ -38,7 +37,9 @@ export interface WalkOptions {
 
 const MAX_LISTED = 1000;
 
-export function walkTarget(root: string, ig: Ignore, reserved: ReadonlySet<string>, opts: WalkOptions = {}): TargetTree {
+export function walkTarget(rootPath: string, ig: Ignore, reserved: ReadonlySet<string>, opts: WalkOptions = {}): TargetTree {
+  // Entries are named by plain concatenation (path.join normalizes every one; these need none).
+  const root = rootPath === '/' ? '' : rootPath.replace(/\/+$/, '');
   const entries = opts.into ?? new Map<string, TargetEntry>();
   let ignored = 0;
   const ignoredPaths: string[] = [];
@@ -53,7 +54,7 @@ export function walkTarget(root: string, ig: Ignore, reserved: ReadonlySet<strin
     }
     let names: import('node:fs').Dirent[];
     try {
-      names = readdirSync(rel ? join(root, rel) : root, { withFileTypes: true });
+      names = readdirSync(rel ? `${root}/${rel}` : rootPath, { withFileTypes: true });
     } catch (err) {
       if (!rel || !opts.tolerateUnreadable || (err as NodeJS.ErrnoException).code !== 'EACCES') throw err;
       unreadable.push(rel);
@@ -69,7 +70,7 @@ export function walkTarget(root: string, ig: Ignore, reserved: ReadonlySet<strin
         continue;
       }
       if (d.isDirectory()) {
-        const st = lstatSync(join(root, path));
+        const st = lstatSync(`${root}/${path}`);
         const entry: TargetEntry = { kind: 'dir', mode: st.mode & 0o1777, keepsIgnored: false };
         entries.set(path, entry);
         if (visit(path, depth + 1)) {
@@ -77,7 +78,7 @@ export function walkTarget(root: string, ig: Ignore, reserved: ReadonlySet<strin
           keepsIgnored = true;
         }
       } else if (d.isFile()) {
-        const st = lstatSync(join(root, path));
+        const st = lstatSync(`${root}/${path}`);
         entries.set(path, { kind: 'file', size: st.size, mode: st.mode & 0o7777, mtimeMs: Math.floor(st.mtimeMs), ctimeMs: st.ctimeMs, ino: st.ino });
       } else {
         entries.set(path, { kind: 'other' });
