@@ -5,13 +5,13 @@
 //
 //   npm run bench                     full run -> bench/results/latest.{md,json}
 //   npm run bench -- --quick          small sizes, a smoke run -> bench/results/quick.{md,json}
-//   options: --big-gib N  --tree-files N  --runs N (>= 3)  --cases id,id,...  --out PATH (no extension)
+//   options: --big-gib N  --tree-files N  --tree2-files N  --runs N (>= 3)  --cases id,id,...  --out PATH (no extension)
 //            --skip-real (no npm pack)  --no-levels (skip bench/compression.mjs in a full run)
 import { execFileSync, spawn } from 'node:child_process';
 import { cpus, loadavg, release, totalmem } from 'node:os';
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { RELEASE_MTIMES, ensureBig, ensureRelease, ensureTree } from './lib/data.mjs';
+import { RELEASE_MTIMES, ensureBig, ensureRebuildTree, ensureRelease, ensureTree } from './lib/data.mjs';
 import { casync, detectPeers, restic, rsync } from './lib/peers.mjs';
 import { exec, fmtBytes, fmtS, median, rmrf, round, treeBytes } from './lib/util.mjs';
 
@@ -41,6 +41,7 @@ const num = (k, dflt) => {
 };
 const bigBytes = Math.round(num('big-gib', quick ? 1 / 32 : 1) * 2 ** 30);
 const treeFiles = Math.round(num('tree-files', quick ? 500 : 20000));
+const tree2Files = Math.round(num('tree2-files', quick ? 300 : 20000));
 const runs = Math.round(num('runs', 3));
 const hashMib = quick ? 16 : 256;
 const onlyCases = typeof opt.cases === 'string' ? new Set(opt.cases.split(',')) : undefined;
@@ -68,6 +69,7 @@ const machine = {
   runs,
   big_bytes: bigBytes,
   tree_files: treeFiles,
+  tree2_files: tree2Files,
   timing: 'wall clock of each command as a child process (kk: node bench/kk-run.mjs, library call incl. Node start-up), warm page cache, `sync` before each timed run, median of runs',
   peers: {},
 };
@@ -322,6 +324,8 @@ const needBig = ['big-push-fresh', 'big-push-update', 'big-pull-fresh', 'big-pul
 const needTree = ['tree-push-fresh', 'tree-pull-fresh', 'tree-pull-update', 'tree-pull-noop'].some(wanted);
 const big = needBig ? await ensureBig(DATA, bigBytes, log) : undefined;
 const tree = needTree ? await ensureTree(DATA, treeFiles, log) : undefined;
+const needTree2 = ['tree2-pull-fresh', 'tree2-pull-update', 'tree2-pull-noop'].some(wanted);
+const tree2 = needTree2 ? await ensureRebuildTree(DATA, tree2Files, log) : undefined;
 
 try {
   // ---- hash ----
@@ -501,6 +505,23 @@ try {
     casyncTreeExtract('casync', 'v2', tree?.v2),
   ]);
 
+  // ---- issue 15: the second tree shape, v2 a rebuild (every file rewritten, fresh mtimes, 1% changed) ----
+  const kkTree2 = () =>
+    template('kk-tree2', async (d) => {
+      await kkPush(join(d, 'store'), tree2.v1, 'v1');
+      await kkPush(join(d, 'store'), tree2.v2, 'v2');
+    }).then((d) => join(d, 'store'));
+  // The quick run (CI) compares with local rsync only: over ssh, a 300-file tree measures the handshake.
+  const ssh2 = (c) => (quick ? [] : [c]);
+  await runCase('tree2-pull-fresh', [kkPullCase('kk', kkTree2, 'v1'), rsyncCase('rsync-local', tree2?.v1), ...ssh2(rsyncCase('rsync-ssh', tree2?.v1, undefined, [], true))]);
+  await runCase('tree2-pull-update', [
+    kkPullCase('kk', kkTree2, 'v2', 'v1'),
+    rsyncCase('rsync-local', tree2?.v2, tree2?.v1, ['--delete']),
+    rsyncCase('rsync-local-delta', tree2?.v2, tree2?.v1, ['--delete', '--no-whole-file']),
+    ...ssh2(rsyncCase('rsync-ssh', tree2?.v2, tree2?.v1, ['--delete'], true)),
+  ]);
+  await runCase('tree2-pull-noop', [kkPullCase('kk', kkTree2, 'v2', 'v2'), rsyncCase('rsync-local', tree2?.v2, tree2?.v2, ['--delete']), ...ssh2(rsyncCase('rsync-ssh', tree2?.v2, tree2?.v2, ['--delete'], true))]);
+
   // ---- issue 7: real upgrades of published packages ----
   for (const p of REAL_PACKAGES) {
     const id = `real-upgrade/${p.label}`;
@@ -571,7 +592,8 @@ function renderMarkdown() {
   L.push(`Load average at start ${machine.load_average_start.join(' / ')}, at end ${machine.load_average_end.join(' / ')} (1/5/15 min; the machine is shared with other work).`);
   L.push(`Peers: ${Object.entries(machine.peers).map(([k, v]) => `${k} ${v}`).join('; ')}.`, '');
   L.push(`Data: **big** = ${fmtBytes(bigBytes)} incompressible file (v2: 1 MiB inserted at 40%, 64 KiB overwritten at 10/70/90%); ` +
-    `**tree** = ${treeFiles} files of 100 B–64 KiB (log-uniform), a third binary, in nested directories (v2: ${tree ? `${tree.summary.changed} changed, ${tree.summary.deleted} deleted, ${tree.summary.added} added` : '1% changed, 0.5% deleted, 100 added'}).`);
+    `**tree** = ${treeFiles} files of 100 B–64 KiB (log-uniform), a third binary, in nested directories (v2: ${tree ? `${tree.summary.changed} changed, ${tree.summary.deleted} deleted, ${tree.summary.added} added` : '1% changed, 0.5% deleted, 100 added'}); ` +
+    `**tree2** = ${tree2Files} files of 512 B–96 KiB (log-uniform, ~18 KiB average${tree2 ? `, ${fmtBytes(tree2.summary.bytes)}` : ''}), a third incompressible (v2: a rebuild, every file rewritten with a fresh mtime, ${tree2 ? tree2.summary.changed : '1%'} with changed content).`);
   L.push(`Method: ${machine.timing}; ${runs} runs per tool, interleaved. kk uses a file store with default settings (brotli level 3 when a probe says it pays, fsync on). ` +
     'rsync-ssh goes to our own sshd on 127.0.0.1. kk-http is the same kk run through the http store: the kk server (bench/kk-serve.mjs, its own process) over a file store on 127.0.0.1. ' +
     '"bytes": stored bytes for pushes (store growth; kk-http: bytes sent), bytes transferred for pulls (kk: bytesFetched as stored; rsync: sent + received).', '');
@@ -586,6 +608,9 @@ function renderMarkdown() {
     ['tree-pull-fresh', 'rsync-local', 1.0],
     ['tree-pull-update', 'rsync-local', 0.3],
     ['tree-pull-noop', 'rsync-local', 0.6],
+    ['tree2-pull-fresh', 'rsync-local', 1.0],
+    ['tree2-pull-update', 'rsync-local', 1.5],
+    ['tree2-pull-noop', 'rsync-local', 1.5],
     ['random-push-compression', 'kk-compression-off', 1.1],
   ];
   L.push('## Targets (issue 4 acceptance 3; issue 7 acceptance 2 and 3)', '');
@@ -618,6 +643,9 @@ function renderMarkdown() {
     'tree-pull-fresh': 'tree v1 into an empty directory.',
     'tree-pull-update': 'tree v2 over v1 (rsync --delete).',
     'tree-pull-noop': 'tree v2 over v2: nothing to do.',
+    'tree2-pull-fresh': 'tree2 v1 into an empty directory.',
+    'tree2-pull-update': 'tree2 v2 (a rebuild: every mtime new, 1% of contents changed) over v1 (rsync --delete: its quick check sees every file as changed).',
+    'tree2-pull-noop': 'tree2 v2 over v2: nothing to do.',
   };
   L.push('## Cases', '');
   for (const [id, entries] of Object.entries(c)) {

@@ -157,3 +157,61 @@ export async function ensureRelease(root, name, version, mtime, log) {
 }
 
 export const RELEASE_MTIMES = { old: V1_MTIME, new: V2_MTIME };
+
+/**
+ * tree2 (issue 15): the shape of a rebuilt application: `files` files of 512 B - 96 KiB
+ * (log-uniform, ~18 KiB on average, ~370 MB for 20,000), a third incompressible, in nested
+ * directories (v1). v2 is a *rebuild*, as CI produces one: every file written again with a fresh
+ * mtime, 1% of them with changed content (a span rewritten), none added or deleted.
+ */
+export async function ensureRebuildTree(root, files, log) {
+  const spec = { kind: 'tree2', files };
+  const dir = await cached(join(root, `tree2-${files}`), spec, async (d) => {
+    log(`generating rebuild-tree data: ${files} files`);
+    const rnd = prng(`bench-tree2-${files}`);
+    const dirs = [''];
+    const depth = [0];
+    for (let i = 0, n = Math.max(4, Math.round(files / 30)); i < n; i++) {
+      let p = rnd.int(0, dirs.length - 1);
+      while (depth[p] >= 7) p = rnd.int(0, dirs.length - 1);
+      dirs.push(`${dirs[p] ? `${dirs[p]}/` : ''}m${i.toString(36)}`);
+      depth.push(depth[p] + 1);
+    }
+    const lo = Math.log(512);
+    const hi = Math.log(96 * 1024);
+    const list = [];
+    for (let i = 0; i < files; i++) {
+      const binary = i % 3 === 0;
+      const at = dirs[rnd.int(0, dirs.length - 1)];
+      list.push({ path: `${at ? `${at}/` : ''}c${i.toString(36)}.${binary ? 'wasm' : 'js'}`, binary, size: Math.round(Math.exp(lo + rnd() * (hi - lo))) });
+    }
+    const content = (e, seed, size = e.size) => (e.binary ? keystream(seed)(size) : textBytes(size, seed));
+    const write = (base, rel, data, mtime) => {
+      const abs = join(base, rel);
+      mkdirSync(dirname(abs), { recursive: true });
+      const fd = openSync(abs, 'w', 0o644);
+      writeSync(fd, data);
+      closeSync(fd);
+      utimesSync(abs, mtime, mtime);
+    };
+    const changed = new Set();
+    while (changed.size < Math.max(1, Math.round(files * 0.01))) changed.add(rnd.int(0, files - 1));
+    let bytes = 0;
+    list.forEach((e, i) => {
+      const data = content(e, `tree2-${i}`);
+      bytes += data.length;
+      write(join(d, 'v1'), e.path, data, V1_MTIME);
+      let next = data;
+      if (changed.has(i)) {
+        const at = rnd.int(0, Math.max(0, data.length - 1));
+        const cut = Math.min(data.length - at, rnd.int(1, 512));
+        next = Buffer.concat([data.subarray(0, at), content(e, `tree2-${i}-v2`, cut + rnd.int(0, 64)), data.subarray(at + cut)]);
+      }
+      // Every file of the rebuild is new on disk: written again, with the build's time.
+      write(join(d, 'v2'), e.path, next, V2_MTIME + (i % 60));
+    });
+    writeFileSync(join(d, 'summary.json'), JSON.stringify({ files, changed: changed.size, deleted: 0, added: 0, bytes, dirs: dirs.length }));
+  });
+  const summary = JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8'));
+  return { dir, v1: join(dir, 'v1'), v2: join(dir, 'v2'), summary };
+}
