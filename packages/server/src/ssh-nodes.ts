@@ -41,6 +41,8 @@ const LOG_CHANGES = 200;
 /** Versions kept per app in the cache (besides those in use). */
 const CACHE_VERSIONS = 3;
 const OFFLINE_AFTER_FAILURES = 3;
+/** By default an OFFLINE node is probed this often, so its waiting tasks run soon after it is back. */
+const OFFLINE_PROBE_MS = 15_000;
 const STDERR_KEEP = 16 * 1024;
 
 export interface SshNodesOptions {
@@ -50,6 +52,8 @@ export interface SshNodesOptions {
   pollMs?: number;
   /** How often an idle ssh node is probed. Default 60 s. */
   probeEveryMs?: number;
+  /** How often an OFFLINE one is (its tasks wait for it). Default 15 s. */
+  offlineProbeMs?: number;
   /** ssh nodes synced at once by this server. Default 4. */
   maxConcurrent?: number;
   /** rsync's --timeout (seconds without I/O). Default 120. */
@@ -128,6 +132,7 @@ export class SshNodes {
   readonly cacheDir: string;
   private readonly pollMs: number;
   private readonly probeEveryMs: number;
+  private readonly offlineProbeMs: number;
   private readonly maxConcurrent: number;
   private readonly ioTimeoutS: number;
   private readonly running = new Map<string, { abort: AbortController; done: Promise<void>; key: string }>();
@@ -135,6 +140,8 @@ export class SshNodes {
   private readonly probes = new Set<Promise<unknown>>();
   private readonly failures = new Map<string, number>();
   private readonly lastProbe = new Map<string, number>();
+  /** The last word on each node: it answered, it cannot be reached (retryable), or it refuses us (final). */
+  private readonly reachable = new Map<string, 'ok' | 'unreachable' | 'final'>();
   private readonly materializing = new Map<string, Promise<{ dir: string; hit: boolean; bytesFetched: number }>>();
   private timer: NodeJS.Timeout | undefined;
   private round: Promise<void> | undefined;
@@ -152,6 +159,7 @@ export class SshNodes {
     const env = (name: string) => (process.env[name] ? Number(process.env[name]) : undefined);
     this.pollMs = opts.pollMs ?? env('KK_SSH_POLL_MS') ?? 2_000;
     this.probeEveryMs = opts.probeEveryMs ?? env('KK_SSH_PROBE_MS') ?? 60_000;
+    this.offlineProbeMs = opts.offlineProbeMs ?? env('KK_SSH_OFFLINE_PROBE_MS') ?? OFFLINE_PROBE_MS;
     this.maxConcurrent = opts.maxConcurrent ?? 4;
     this.ioTimeoutS = opts.ioTimeoutS ?? 120;
   }
@@ -209,14 +217,19 @@ export class SshNodes {
       for (const n of nodes) {
         if (this.stopped) return;
         if (this.running.has(n.id)) continue;
-        if (n.schedulable && this.running.size < this.maxConcurrent) {
+        // An OFFLINE node's tasks wait (as an agent's do) until a probe reaches it, unless what
+        // keeps it offline is final (login refused, host key): then an attempt fails with that cause.
+        const down = n.status === 'OFFLINE' || (this.failures.get(n.id) ?? 0) >= OFFLINE_AFTER_FAILURES;
+        const claimable = !down || this.reachable.get(n.id) === 'final';
+        if (n.schedulable && claimable && this.running.size < this.maxConcurrent) {
           const claim = await this.srv.control.fleet.claim(n.id);
           if (claim) {
             this.startRun(n, claim);
             continue;
           }
         }
-        if (used.has(n.id) && !this.probing.has(n.id) && now - (this.lastProbe.get(n.id) ?? 0) >= this.probeEveryMs) {
+        const every = n.status === 'OFFLINE' ? Math.min(this.probeEveryMs, this.offlineProbeMs) : this.probeEveryMs;
+        if (used.has(n.id) && !this.probing.has(n.id) && now - (this.lastProbe.get(n.id) ?? 0) >= every) {
           this.lastProbe.set(n.id, now);
           this.probing.add(n.id);
           const p: Promise<unknown> = this.probe(n)
@@ -254,9 +267,10 @@ export class SshNodes {
   // ---------------------------------------------------------------- status from probes and syncs
 
   /** Record whether the node answered: ONLINE on success, DEGRADED after one failure, OFFLINE after three. */
-  async record(nodeId: string, ok: boolean, reason: string): Promise<void> {
+  async record(nodeId: string, ok: boolean, reason: string, final = false): Promise<void> {
+    this.reachable.set(nodeId, ok ? 'ok' : final ? 'final' : 'unreachable');
     const db = this.srv.control.cdb.db as unknown as Kysely<FleetDatabase>;
-    const row = await db.selectFrom('nodes').select(['status']).where('id', '=', nodeId).executeTakeFirst();
+    const row = await db.selectFrom('nodes').select(['status', 'status_reason']).where('id', '=', nodeId).executeTakeFirst();
     if (!row) return;
     const from = row.status as NodeStatus;
     const now = Date.now();
@@ -276,6 +290,8 @@ export class SshNodes {
       const set = ok ? { last_heartbeat_ms: now } : {};
       if (to !== from) await transition(t, this.srv.control.events, { entity: 'node', id: nodeId, from, to, reason: why.slice(0, 500), set }, { by: 'system', time: new Date(now).toISOString() });
       else if (ok) await t.updateTable('nodes').set(set).where('id', '=', nodeId).execute();
+      // Still down, for another reason than it says (e.g. "not probed yet"): say the current one.
+      else if (!row.status_reason.startsWith(reason)) await t.updateTable('nodes').set({ status_reason: why.slice(0, 500), updated: new Date(now).toISOString() }).where('id', '=', nodeId).execute();
     });
   }
 
@@ -283,20 +299,23 @@ export class SshNodes {
   async probe(n: FleetNode): Promise<SshCheck> {
     const t0 = Date.now();
     let check: SshCheck;
+    let final = false;
     try {
       const r = await this.reach(n);
       const out = await runProcess('ssh', [...r.ssh, destination(r.address), 'true'], { timeoutMs: 30_000, signal: this.stopping.signal });
       if (this.stopped) return { check: 'ssh true', ok: false, ms: Date.now() - t0, detail: 'the server is stopping' };
       if (out.status === 0) check = { check: 'ssh true', ok: true, ms: Date.now() - t0, detail: `ssh login as ${r.address.user ?? 'the default user'} works` };
       else {
-        const f = out.error ? { reason: `cannot run ssh: ${out.error.message}` } : classifyFailure('ssh', out.status, out.signal, out.stderr, r.where);
+        const f = out.error ? { reason: `cannot run ssh: ${out.error.message}`, retryable: false } : classifyFailure('ssh', out.status, out.signal, out.stderr, r.where);
         check = { check: 'ssh true', ok: false, ms: Date.now() - t0, detail: f.reason };
+        final = !f.retryable;
       }
     } catch (err) {
       check = { check: 'ssh true', ok: false, ms: Date.now() - t0, detail: (err as Error).message };
+      final = true;
     }
     this.lastProbe.set(n.id, Date.now());
-    await this.record(n.id, check.ok, check.ok ? 'ssh probe answered' : `ssh probe failed: ${check.detail}`);
+    await this.record(n.id, check.ok, check.ok ? 'ssh probe answered' : `ssh probe failed: ${check.detail}`, final);
     return check;
   }
 
@@ -510,6 +529,7 @@ export class SshNodes {
     const f: Failure = out.error ? { code: 'RSYNC_MISSING', reason: `cannot run rsync on the server: ${out.error.message} (install rsync)`, retryable: false } : classifyFailure('rsync', out.status, out.signal, out.stderr, r.where);
     for (const l of out.stderr.split(/\r?\n/).map((x) => x.trim()).filter(Boolean).slice(-10)) log(l, 'error');
     if (f.code === 'SSH_UNREACHABLE') await this.record(n.id, false, f.reason).catch(() => {});
+    else if (f.code === 'AUTH' || f.code === 'SSH_HOST_KEY') await this.record(n.id, false, f.reason, true).catch(() => {});
     return { ok: false, code: f.code, reason: f.reason, retryable: f.retryable };
   }
 }

@@ -2,8 +2,9 @@
 // testkit's sshd (127.0.0.1) with rsync. Promote v1 then v2: the target holds v2 byte-exactly
 // (the files the target excludes and the default-ignored runtime/ left alone), synced by rsync
 // (its itemized changes in the task log). The node unreachable (a TCP relay in front of sshd
-// closed): attempts fail as SSH_UNREACHABLE and are retried with backoff, the node goes OFFLINE,
-// and the target converges once the relay is back. A refused login is final and names the cause.
+// closed): attempts fail as SSH_UNREACHABLE and are retried with backoff, the node goes OFFLINE
+// and its task waits, and the target converges once a probe finds the relay back. A refused
+// login is final and names the cause.
 // Also the pure parts: addresses, rsync filter rules from gitignore rules, exit-status mapping.
 import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
@@ -157,6 +158,7 @@ describe.skipIf(why !== undefined && process.env.CI !== 'true')('an ssh node on 
     await writeFile(join(remote(), 'stale.txt'), 'not in any version');
     process.env.KK_FLEET_SWEEP_MS = '200';
     process.env.KK_SSH_POLL_MS = '200';
+    process.env.KK_SSH_OFFLINE_PROBE_MS = '500';
     server = await createKkServer({ store, adminToken: admin, log: false, db: `sqlite://${join(dir, 'kk.db')}` });
     url = await server.listen('127.0.0.1:0');
     expect((await call('PUT', '/api/sync/projects/shop', { retry: { max_attempts: 8, base_ms: 300, max_ms: 1200 } })).status).toBe(200);
@@ -174,6 +176,7 @@ describe.skipIf(why !== undefined && process.env.CI !== 'true')('an ssh node on 
     await sshd?.stop();
     delete process.env.KK_FLEET_SWEEP_MS;
     delete process.env.KK_SSH_POLL_MS;
+    delete process.env.KK_SSH_OFFLINE_PROBE_MS;
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
@@ -212,18 +215,31 @@ describe.skipIf(why !== undefined && process.env.CI !== 'true')('an ssh node on 
     const target = (await call('GET', '/api/sync/targets?project=shop')).json.items[0].id;
     await relay.close();
     expect((await call('POST', '/api/v1/promote', { project: 'shop', app: 'web', version: 'v3' })).status).toBe(200);
-    const failing = await until(target, (x) => x.version === 'v3' && x.state === 'RETRYING' && x.attempts >= 3, 'three failed attempts');
+    await until(target, (x) => x.version === 'v3' && x.state === 'RETRYING', 'a failed attempt');
+    // Failed attempts (retried with backoff): DEGRADED, then OFFLINE after three failures in a row.
+    let node: Record<string, any> = {};
+    for (let i = 0; i < 200 && node.status !== 'OFFLINE'; i++) {
+      await new Promise((r) => setTimeout(r, 150));
+      node = (await call('GET', `/api/sync/nodes/${nodeId}`)).json;
+    }
+    expect(node).toMatchObject({ status: 'OFFLINE', status_reason: expect.stringMatching(/cannot reach node s1 .*Connection refused.* \(\d+ failed in a row\)/) });
+    expect(node.history.map((h: { to: string }) => h.to).slice(0, 2)).toEqual(['OFFLINE', 'DEGRADED']);
+    const failing = await until(target, (x) => x.state === 'RETRYING', 'the task to wait');
+    expect(failing.attempts).toBe(3);
     expect(failing.error).toMatchObject({ code: 'SSH_UNREACHABLE', reason: expect.stringMatching(/cannot reach node s1 .*Connection refused/) });
-    expect(Date.parse(failing.next_attempt)).toBeGreaterThan(Date.parse(failing.updated) - 1);
-    const failed = failing.logs.filter((l: { line: string }) => /^attempt \d failed: SSH_UNREACHABLE/.test(l.line));
-    expect(failed.length).toBeGreaterThanOrEqual(2);
-    const node = (await call('GET', `/api/sync/nodes/${nodeId}`)).json;
-    expect(node).toMatchObject({ status: 'OFFLINE', status_reason: expect.stringMatching(/cannot reach .*3 failed in a row/) });
+    // Backoff: the next attempt is due later than the failure.
+    expect(Date.parse(failing.next_attempt)).toBeGreaterThan(Date.parse(failing.updated));
+    expect(failing.logs.some((l: { line: string }) => /^attempt \d failed: SSH_UNREACHABLE: cannot reach node s1/.test(l.line))).toBe(true);
     expect(new Map([...(await tree(remote()))].sort())).toEqual(expected('v2'));
+    // OFFLINE: its task waits (no attempt is spent) while probes keep failing.
+    await new Promise((r) => setTimeout(r, 1500));
+    const waiting = (await call('GET', `/api/sync/tasks/${failing.id}`)).json;
+    expect(waiting).toMatchObject({ state: 'RETRYING', attempts: failing.attempts });
+    expect((await call('GET', `/api/sync/nodes/${nodeId}`)).json).toMatchObject({ status: 'OFFLINE', status_reason: expect.stringMatching(/cannot reach node s1/) });
 
     await relay.open();
     const done = await until(target, (x) => x.version === 'v3' && x.state === 'SUCCESS', 'v3 synced after the node came back');
-    expect(done.attempts).toBeGreaterThanOrEqual(4);
+    expect(done.attempts).toBe(failing.attempts + 1);
     // The first, failed attempt materialized v3; the one that got through reused it.
     // Two files differ in content (others may differ in mtime only, as v3 was pushed from files written later).
     expect(done.result).toMatchObject({ via: 'rsync', cache: { hit: true } });
@@ -241,6 +257,7 @@ describe.skipIf(why !== undefined && process.env.CI !== 'true')('an ssh node on 
     const refused = await until(t2.id, (x) => x.state === 'FAILED', 'the refused login to fail');
     expect(refused).toMatchObject({ attempts: 1, error: { code: 'AUTH', reason: expect.stringMatching(/ssh login to node s2 .* was refused .*Permission denied \(publickey/) } });
     expect((await tree(join(dir, 'remote', 'other'))).size).toBe(0);
+    expect((await call('GET', `/api/sync/nodes/${n2.id}`)).json).toMatchObject({ status: 'OFFLINE', status_reason: expect.stringMatching(/ssh login to node s2 .* was refused/) });
     // Back to v2: it is still in the server's cache.
     expect((await call('POST', '/api/sync/sync', { target, version: 'v2' })).status).toBe(200);
     const back = await until(target, (x) => x.version === 'v2' && x.state === 'SUCCESS', 'v2 again');
