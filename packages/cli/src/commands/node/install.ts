@@ -309,7 +309,7 @@ export default class NodeInstall extends KkCommand<typeof NodeInstall> {
     tags: Flags.string({ summary: 'Node tags, key=value[,key=value...].', helpValue: 'TAGS' }),
     identity: Flags.string({ char: 'i', summary: 'Private key for the ssh login.', helpValue: 'KEY' }),
     'ssh-option': Flags.string({ char: 'o', summary: 'Extra ssh option (repeatable), e.g. -o StrictHostKeyChecking=accept-new.', multiple: true, helpValue: 'OPTION' }),
-    prefix: Flags.string({ summary: 'Where kk goes on the host; relative to the login\'s home [default: .kk/agent].', default: '.kk/agent', helpValue: 'DIR' }),
+    prefix: Flags.string({ summary: 'Where kk goes on the host; relative to the login\'s home.', default: '.kk/agent', helpValue: 'DIR' }),
     node: Flags.string({ summary: 'Node.js on the host [default: node on the login PATH].', helpValue: 'PATH' }),
     start: Flags.string({ summary: 'How to start the agent: auto (systemd where it runs, else print the command), systemd, nohup or none.', options: ['auto', 'systemd', 'nohup', 'none'], default: 'auto' }),
     'unit-template': Flags.string({ summary: 'systemd unit to adapt [default: packaging/kk-agent.service].', helpValue: 'FILE' }),
