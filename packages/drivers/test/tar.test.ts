@@ -13,6 +13,12 @@ runDriverConformance('tar', async () => {
   return { driver: await createTarDriver({ file: path.join(dir, 'store.tar') }), cleanup: () => rm(dir, { recursive: true, force: true }) };
 });
 
+async function collectKeys(items: AsyncIterable<{ key: string }>): Promise<string[]> {
+  const out: string[] = [];
+  for await (const o of items) out.push(o.key);
+  return out;
+}
+
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 /** One tar entry, written by hand so tests can make what no honest tool would. */
@@ -127,6 +133,17 @@ describe('tar store', () => {
         await d.close();
       }
     });
+  });
+
+  it('a key too long for a tag gets a hashed tag and still lists under its own name', async () => {
+    const d = await createTarDriver({ file: file() });
+    const key = `server/${'x'.repeat(150)}/state`;
+    await d.put(key, Buffer.from('long'));
+    expect((await d.get(key))!.toString()).toBe('long');
+    expect(await d.listChildren('server/')).toEqual(['x'.repeat(150)]);
+    expect((await collectKeys(d.list('server/')))).toEqual([key]);
+    expect(await d.hasMany([key, `${key}2`])).toEqual([true, false]);
+    await d.close();
   });
 
   it('an interrupted append is cut off: readers see the last index, the next writer truncates the tail', async () => {
