@@ -39,6 +39,13 @@ export class FleetClient {
     const q = new URLSearchParams(Object.entries(filter).filter(([, v]) => v) as [string, string][]);
     return this.call<{ items: J[]; seq: number }>('GET', `targets${q.size ? `?${q}` : ''}`);
   }
+  /** The YAML target config (server-side checked: each problem names its line). */
+  applyTargets(document: string, opts: { source?: string; dryRun?: boolean; prune?: boolean } = {}) {
+    const q = new URLSearchParams();
+    if (opts.dryRun) q.set('dry_run', '1');
+    if (opts.prune) q.set('prune', '1');
+    return this.call('POST', `targets/apply${q.size ? `?${q}` : ''}`, { document, ...(opts.source ? { source: opts.source } : {}) });
+  }
   addTarget(b: J) {
     return this.call('POST', 'targets', b);
   }

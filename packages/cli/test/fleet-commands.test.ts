@@ -77,3 +77,21 @@ it('kk pause --path: every pull into the directory fails with PAUSED naming who 
   expect((await sb.kkJson(['resume', '--path', dir])).json).toMatchObject({ resumed: false });
   expect((await sb.kk(['pull', '-p', 'shop', '-a', 'web', '--version', 'v1', '--path', dir], { cwd: sb.path('ci') })).code).toBe(0);
 }, 120_000);
+
+it('kk target apply -f: the YAML creates targets; a bad one names the file, line and field and changes nothing', async () => {
+  await fetch(`${srv.url}/api/sync/nodes`, { method: 'POST', headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'yaml-1', kind: 'agent' }) });
+  await writeTree(sb.path('cfg'), {
+    'targets.yaml': '- id: shop\n  app: web\n  sync:\n    max_parallel_nodes: 3\n    nodes:\n      - node_id: yaml-1\n        target_path: /srv/yaml\n',
+    'bad.yaml': '- id: shop\n  app: web\n  sync:\n    nodes:\n      - node_id: yaml-1\n        target_path: /srv/yaml2\n        strategy: copy\n',
+  });
+  const bad = await sb.kk(['target', 'apply', ...flags(), '-f', sb.path('cfg', 'bad.yaml')]);
+  expect(bad.code).toBe(2);
+  expect(bad.stderr).toMatch(/^kk: bad\.yaml: line 7: \[0\]\.sync\.nodes\[0\]\.strategy: strategy must be mirror or overlay, not "copy"\n {2}nothing was changed/);
+  const ok = await sb.kkJson(['target', 'apply', ...flags(), '-f', sb.path('cfg', 'targets.yaml')]);
+  expect(ok.code, ok.stderr).toBe(0);
+  expect(ok.json.created).toEqual([expect.objectContaining({ project: 'shop', app: 'web', node: 'yaml-1', path: '/srv/yaml', id: expect.stringMatching(/^tg-/) })]);
+  const list = await sb.kkJson(['target', 'list', ...flags(), '-p', 'shop']);
+  const paths = list.json.items.map((t: Record<string, string>) => t.path);
+  expect(paths).toContain('/srv/yaml');
+  expect(paths).not.toContain('/srv/yaml2');
+}, 120_000);

@@ -764,6 +764,37 @@ export class Fleet {
     return targetFromRow(row);
   }
 
+  /**
+   * Change how a target is synced (strategy, filters, what it follows, on_local_change). The node
+   * and path stay: another directory is another target. Unchanged fields may be omitted.
+   */
+  async updateTarget(id: string, patch: { strategy?: 'mirror' | 'overlay'; include?: string[]; exclude?: string[]; follows?: 'promoted' | 'latest' | 'pinned'; pinned?: string | null; on_local_change?: 'overwrite' | 'fail' }, by: string): Promise<Target> {
+    const t = await this.target(id);
+    const strategy = patch.strategy ?? t.strategy;
+    if (strategy !== 'mirror' && strategy !== 'overlay') throw new KkError('CONFIG_INVALID', `strategy must be mirror or overlay, not ${JSON.stringify(strategy)}`);
+    const pinned = patch.pinned !== undefined ? patch.pinned : patch.follows && patch.follows !== 'pinned' ? null : t.pinned;
+    const follows = patch.follows ?? (patch.pinned ? 'pinned' : t.follows);
+    if (!['promoted', 'latest', 'pinned'].includes(follows)) throw new KkError('CONFIG_INVALID', 'follows must be promoted, latest or pinned');
+    if ((follows === 'pinned') !== !!pinned) throw new KkError('CONFIG_INVALID', follows === 'pinned' ? 'a pinned target needs the version it pins' : 'only a pinned target names a version');
+    if (pinned) assertVersionSpec(pinned);
+    const olc = patch.on_local_change ?? t.on_local_change;
+    if (olc !== 'overwrite' && olc !== 'fail') throw new KkError('CONFIG_INVALID', 'on_local_change must be overwrite or fail');
+    const set = {
+      strategy,
+      include: JSON.stringify(patch.include !== undefined ? patterns(patch.include, 'include') : t.include),
+      exclude: JSON.stringify(patch.exclude !== undefined ? patterns(patch.exclude, 'exclude') : t.exclude),
+      follows,
+      pinned,
+      on_local_change: olc,
+      updated: iso(this.now()),
+    };
+    await this.tx(async (tx) => {
+      await tx.updateTable('targets').set(set).where('id', '=', id).execute();
+      await this.events.append(tx as unknown as Executor, { type: 'target.updated', project: t.project, app: t.app, actor: { token: by }, details: { target: id, ...patch } });
+    });
+    return this.target(id);
+  }
+
   async target(id: string): Promise<Target> {
     const r = await this.db.selectFrom('targets').selectAll().where('id', '=', id).executeTakeFirst();
     if (!r) throw notFound('target', id);

@@ -8,7 +8,8 @@
 import { KkError, isKkError } from '@kk/core';
 import type { Claim, Fleet, Target, TaskState } from '@kk/control';
 import { parseDuration } from '../config.js';
-import { badRequest, readJson, sendJson } from '../http.js';
+import { badRequest, readBody, readJson, sendJson } from '../http.js';
+import { applyTargetConfig } from '../fleet-config.js';
 import type { Call, ServerContext } from '../context.js';
 import { hasPermission } from '../tokens.js';
 import { testSshNode } from '../ssh-nodes.js';
@@ -57,6 +58,7 @@ export function registerSyncRoutes(srv: ServerContext, opts: { sweepEveryMs?: nu
 
   r.add('GET', `${BASE}/targets`, { handler: (c) => listTargets(srv, c) });
   r.add('POST', `${BASE}/targets`, { handler: (c) => addTarget(srv, c) });
+  r.add('POST', `${BASE}/targets/apply`, { handler: (c) => applyTargets(srv, c) });
   r.add('GET', `${BASE}/targets/{id}`, { handler: (c) => getTarget(srv, c) });
   r.add('DELETE', `${BASE}/targets/{id}`, { handler: (c) => removeTarget(srv, c) });
   r.add('POST', `${BASE}/targets/{id}/pause`, { handler: (c) => pause(srv, c) });
@@ -325,6 +327,31 @@ async function addTarget(srv: ServerContext, c: Call): Promise<void> {
   srv.require(c, 'admin', project);
   const t = await srv.control.fleet.addTarget({ ...(b as Record<string, never>), project, app: str(b.app, 'app')!, node: str(b.node, 'node')!, path: str(b.path, 'path')!, by: c.principal.tokenId });
   await sendJson(c.req, c.res, 201, t);
+}
+
+/**
+ * `POST /api/sync/targets/apply[?dry_run=1][&prune=1]`: the seed's YAML target config (see
+ * fleet-config.ts), as the body (application/yaml, text) or as JSON {document, source?}. Admin
+ * over every project it names. 400 CONFIG_INVALID lists each problem with its line and field.
+ */
+async function applyTargets(srv: ServerContext, c: Call): Promise<void> {
+  const raw = (await readBody(c.req, BODY_LIMIT)).toString('utf8');
+  let text = raw;
+  let source = 'the target config';
+  if (/^application\/json\b/i.test(String(c.req.headers['content-type'] ?? ''))) {
+    let j: { document?: unknown; source?: unknown };
+    try {
+      j = JSON.parse(raw);
+    } catch {
+      throw badRequest('the request body is not valid JSON');
+    }
+    if (typeof j?.document !== 'string') throw badRequest('send {"document": "<the YAML text>"} or the YAML itself as application/yaml');
+    text = j.document;
+    if (typeof j.source === 'string' && j.source.length <= 200) source = j.source;
+  }
+  const flag = (k: string) => ['1', 'true'].includes(c.query.get(k) ?? '');
+  const result = await applyTargetConfig(srv.control.fleet, text, { by: c.principal.tokenId, dryRun: flag('dry_run'), prune: flag('prune'), source, authorize: (project) => srv.require(c, 'admin', project) });
+  await sendJson(c.req, c.res, 200, result);
 }
 
 async function getTarget(srv: ServerContext, c: Call): Promise<void> {
