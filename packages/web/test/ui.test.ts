@@ -224,6 +224,14 @@ describe('web UI in Chromium against kk serve', () => {
     expect(await page.getByTestId('version-meta').textContent()).toContain('description: 商店前端 v3');
     await axe(page, 'version');
 
+    // Sync tasks of the app: filtered by the query string, the log drawer of one.
+    await page.goto(`${url}/ui/#/tasks?project=shop-0421&status=SUCCESS`);
+    await poll(async () => (await page.getByTestId('tasks').locator('tbody tr').count()) >= 4).toBe(true);
+    await page.getByTestId('tasks').locator('tbody tr').first().getByRole('button', { name: 'Log' }).click();
+    await poll(() => page.getByRole('complementary').textContent()).toContain('SUCCESS');
+    expect(page.url()).toMatch(/[?&]task=/);
+    await axe(page, 'tasks');
+
     // Nodes and the overview.
     await page.getByRole('link', { name: 'Nodes' }).click();
     await page.getByTestId('node-web-01').waitFor();
@@ -287,9 +295,18 @@ describe('web UI in Chromium against kk serve', () => {
   });
 
   it('a pull token sees no Promote, Rollback or Delete, and the API refuses them anyway', async () => {
-    const minted = await api('POST', '/api/v1/tokens', { scope: 'global', permissions: ['pull'], name: '只读令牌' });
-    expect(minted.status).toBe(201);
-    const pull = minted.json.token as string;
+    // An admin creates the pull token in the Tokens view: its secret is shown once.
+    const admin = await newPage();
+    await signIn(admin.page, ADMIN);
+    await admin.page.getByRole('link', { name: 'Tokens' }).click();
+    await admin.page.getByLabel('Name').fill('只读令牌');
+    await admin.page.getByRole('button', { name: 'Create token' }).click();
+    const pull = (await admin.page.getByTestId('new-secret').inputValue()).trim();
+    expect(pull).toMatch(/^kk_/);
+    const tokenId = (await api('GET', '/api/v1/tokens?limit=500')).json.items.find((t: { name: string }) => t.name === '只读令牌').id as string;
+    await poll(() => admin.page.getByTestId(`token-${tokenId}`).textContent()).toContain('pull');
+    await axe(admin.page, 'tokens');
+
     const { page, problems } = await newPage();
     await signIn(page, pull);
     expect(await page.getByRole('navigation', { name: 'Main' }).getByRole('link').allTextContents()).toEqual(['Overview', 'Projects']);
@@ -309,6 +326,14 @@ describe('web UI in Chromium against kk serve', () => {
     });
     expect(statuses).toEqual([403, 403, 403]);
     await axe(page, 'app (pull token)');
-    expect(problems).toEqual([]);
+
+    // Revoked in the Tokens view: the pull token's tab is signed out on its next request.
+    await admin.page.getByTestId(`token-${tokenId}`).getByRole('button', { name: 'Revoke' }).click();
+    await admin.page.getByRole('dialog').getByRole('button', { name: 'Revoke' }).click();
+    await poll(() => admin.page.getByTestId(`token-${tokenId}`).textContent()).toContain('revoked');
+    await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Projects' }).click();
+    await poll(() => page.getByRole('status').first().textContent()).toContain('no longer accepts this token');
+    expect(await page.evaluate(() => sessionStorage.getItem('kk.token'))).toBe(null);
+    expect([...problems, ...admin.problems]).toEqual([]);
   });
 });

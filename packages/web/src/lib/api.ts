@@ -5,7 +5,7 @@
 const TOKEN_KEY = 'kk.token';
 const BASE_KEY = 'kk.api';
 
-export type Permission = 'pull' | 'push' | 'promote' | 'admin';
+export type Permission = 'pull' | 'push' | 'promote' | 'deploy' | 'admin';
 
 export interface Who {
   token: string;
