@@ -164,6 +164,46 @@ export function rsyncArgs(o: { ssh: string[]; filterFile: string; src: string; d
   ];
 }
 
+/**
+ * The rsync arguments of a verify: a dry run with checksums (`-rlptcn`, no owner/group) that
+ * itemizes every file differing from the materialized version; `--delete` (mirror) also lists
+ * files the version does not have. Nothing on the node is changed.
+ */
+export function rsyncVerifyArgs(o: { ssh: string[]; filterFile: string; src: string; dest: string; address: SshAddress; mirror: boolean; settings: SshNodeSettings; timeoutS?: number }): string[] {
+  return [
+    '-rlptcn',
+    ...(o.mirror ? ['--delete'] : []),
+    `--exclude-from=${o.filterFile}`,
+    '--itemize-changes',
+    '--stats',
+    '--no-human-readable',
+    `--timeout=${o.timeoutS ?? 120}`,
+    ...(o.settings.rsync_path ? [`--rsync-path=${o.settings.rsync_path}`] : []),
+    '-e',
+    ['ssh', ...o.ssh].map(quoteArg).join(' '),
+    `${o.src.replace(/\/$/, '')}/`,
+    `${destination(o.address, true)}:${o.dest}/`,
+  ];
+}
+
+/** What one itemized line of a verify dry run says is wrong on the node (undefined: nothing, or a directory's times). */
+export function verifyProblem(line: string): { path: string; problem: string } | undefined {
+  if (line.startsWith('*deleting ')) {
+    const path = line.slice('*deleting '.length).trim();
+    return { path, problem: path.endsWith('/') ? 'directory not in the version' : 'not in the version' };
+  }
+  const m = /^([<>ch.*])([fdLDS])([^ ]{9,10}) (.+)$/.exec(line);
+  if (!m) return undefined;
+  const [, , kind, flags, path] = m as unknown as [string, string, string, string, string];
+  if (flags.startsWith('+++')) return { path, problem: kind === 'd' ? 'directory missing' : 'missing' };
+  if (kind === 'd') return flags[3] === 'p' ? { path, problem: 'mode changed' } : undefined;
+  if (kind !== 'f') return { path, problem: 'not a file' };
+  if (flags[0] === 'c' || flags[1] === 's') return { path, problem: 'changed locally' };
+  if (flags[3] === 'p') return { path, problem: 'mode changed' };
+  if (flags[2] === 't' || flags[2] === 'T') return { path, problem: 'modified time changed' };
+  return undefined;
+}
+
 /** rsync's exit statuses (man rsync, EXIT VALUES) and whether another attempt can help. */
 export const RSYNC_EXIT: Record<number, { what: string; retryable: boolean }> = {
   1: { what: 'syntax or usage error', retryable: false },
@@ -252,7 +292,7 @@ export class ItemizeCounter {
 }
 
 /** The numbers of rsync's `--stats` block that a task's result keeps. */
-export function parseStats(text: string): { bytes_sent?: number; bytes_received?: number; total_file_size?: number; transferred_file_size?: number; files?: number } {
+export function parseStats(text: string): { bytes_sent?: number; bytes_received?: number; total_file_size?: number; transferred_file_size?: number; files?: number; regular_files?: number } {
   const num = (re: RegExp) => {
     const m = re.exec(text);
     return m ? Number(m[1]!.replace(/,/g, '')) : undefined;
@@ -264,5 +304,6 @@ export function parseStats(text: string): { bytes_sent?: number; bytes_received?
   put('total_file_size', num(/^Total file size: ([\d,]+)/m));
   put('transferred_file_size', num(/^Total transferred file size: ([\d,]+)/m));
   put('files', num(/^Number of files: ([\d,]+)/m));
+  put('regular_files', num(/^Number of files: [\d,]+ \(reg: ([\d,]+)/m));
   return out;
 }

@@ -6,7 +6,8 @@
 // --exclude-from=...` over `ssh -o BatchMode=yes` per node. rsync's exit status and stderr become
 // a retryable or final failure naming the cause. The worker also probes idle ssh nodes (ONLINE on
 // success, DEGRADED after one failure, OFFLINE after three) and answers the connectivity test
-// (`ssh ... true`, then `rsync --list-only` of each target path).
+// (`ssh ... true`, then `rsync --list-only` of each target path). A verify task (seed 002) is an
+// rsync dry run with checksums against the materialized version: any difference is a CONFLICT.
 import { spawn } from 'node:child_process';
 import { mkdir, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { homedir, tmpdir } from 'node:os';
@@ -30,7 +31,9 @@ import {
   parseStats,
   rsyncArgs,
   rsyncFilterRules,
+  rsyncVerifyArgs,
   sshArgs,
+  verifyProblem,
 } from './ssh-node-rsync.js';
 
 export * from './ssh-node-rsync.js';
@@ -395,8 +398,13 @@ export class SshNodes {
       const m = await this.materialize(task.project, task.app, task.version, task.manifest, log);
       stage = 'rsync';
       progress = 0.5;
-      outcome = await this.rsync(n, claim, m.dir, m.ignore, abort.signal, log);
-      if (outcome.ok) outcome.result = { ...outcome.result, cache: { hit: m.hit, bytes_fetched: m.bytesFetched } };
+      if (task.source === 'verify') {
+        stage = 'verify';
+        outcome = await this.verify(n, claim, m.dir, m.ignore, abort.signal, log);
+      } else {
+        outcome = await this.rsync(n, claim, m.dir, m.ignore, abort.signal, log);
+        if (outcome.ok) outcome.result = { ...outcome.result, cache: { hit: m.hit, bytes_fetched: m.bytesFetched } };
+      }
     } catch (err) {
       outcome = isKkError(err)
         ? { ok: false, code: err.code, reason: err.hint ? `${err.message} (${err.hint})` : err.message }
@@ -480,13 +488,66 @@ export class SshNodes {
     }
   }
 
+  /**
+   * Verify (DESIGN 13, seed 002) on an ssh node: an rsync dry run with checksums against the
+   * materialized version. Nothing differing is OK; anything else is a CONFLICT naming the first
+   * differences (overlay: files the version lacks are allowed).
+   */
+  private async verify(n: FleetNode, claim: Claim, src: string, versionIgnore: string[], signal: AbortSignal, log: (l: string, level?: LogLine['level']) => void): Promise<TaskOutcome> {
+    const { task, target } = claim;
+    const r = await this.reach(n);
+    const filterFile = await this.filterFile(claim, versionIgnore);
+    const args = rsyncVerifyArgs({ ssh: r.ssh, filterFile, src, dest: target.path, address: r.address, mirror: target.strategy === 'mirror', settings: r.settings, timeoutS: this.ioTimeoutS });
+    log(`verifying ${target.path} against ${task.project}/${task.app} ${task.version}: rsync -rlptcn${target.strategy === 'mirror' ? ' --delete' : ''} (a dry run with checksums)`);
+    const problems: { path: string; problem: string }[] = [];
+    let count = 0;
+    let stats = '';
+    let inStats = false;
+    const out = await runProcess('rsync', args, {
+      signal,
+      onLine: (line) => {
+        if (line.startsWith('Number of files:')) inStats = true;
+        if (inStats) {
+          if (stats.length < 4096) stats += `${line}\n`;
+          return;
+        }
+        const p = verifyProblem(line);
+        if (!p) return;
+        count++;
+        if (problems.length < 50) problems.push(p);
+      },
+    });
+    await rm(filterFile, { force: true });
+    if (out.status !== 0) {
+      const f: Failure = out.error ? { code: 'RSYNC_MISSING', reason: `cannot run rsync on the server: ${out.error.message} (install rsync)`, retryable: false } : classifyFailure('rsync', out.status, out.signal, out.stderr, r.where);
+      for (const l of out.stderr.split(/\r?\n/).map((x) => x.trim()).filter(Boolean).slice(-10)) log(l, 'error');
+      if (f.code === 'SSH_UNREACHABLE') await this.record(n.id, false, f.reason).catch(() => {});
+      return { ok: false, code: f.code, reason: f.reason, retryable: f.retryable };
+    }
+    await this.record(n.id, true, 'rsync verify answered').catch(() => {});
+    const s = parseStats(stats);
+    const result: TaskResult = { verified: count === 0, files_checked: s.regular_files ?? s.files ?? null, problems, via: 'rsync' };
+    if (count === 0) {
+      log(`verify OK: ${target.path} holds exactly ${task.version}`);
+      return { ok: true, result };
+    }
+    const lines = problems.map((p) => `${p.path} (${p.problem})`);
+    for (const l of lines) log(`differs: ${l}`, 'error');
+    return { ok: false, code: 'CONFLICT', reason: `${count} difference(s) between ${target.path} and ${task.version}: ${lines.slice(0, 10).join('; ')}${count > 10 ? '; ...' : ''}`, retryable: false, result };
+  }
+
+  private async filterFile(claim: Claim, versionIgnore: string[]): Promise<string> {
+    const filterDir = join(this.cacheDir, '.filters');
+    await mkdir(filterDir, { recursive: true });
+    const file = join(filterDir, `${claim.attempt_id}.rules`);
+    await writeFile(file, `${rsyncFilterRules(claim.target, versionIgnore).join('\n')}\n`);
+    return file;
+  }
+
   private async rsync(n: FleetNode, claim: Claim, src: string, versionIgnore: string[], signal: AbortSignal, log: (l: string, level?: LogLine['level']) => void): Promise<TaskOutcome> {
     const { target } = claim;
     const r = await this.reach(n);
-    const filterDir = join(this.cacheDir, '.filters');
-    await mkdir(filterDir, { recursive: true });
-    const filterFile = join(filterDir, `${claim.attempt_id}.rules`);
-    await writeFile(filterFile, `${rsyncFilterRules(target, versionIgnore).join('\n')}\n`);
+    const filterFile = await this.filterFile(claim, versionIgnore);
     const args = rsyncArgs({ ssh: r.ssh, filterFile, src, dest: target.path, address: r.address, mirror: target.strategy === 'mirror', settings: r.settings, timeoutS: this.ioTimeoutS });
     log(`rsync ${args.slice(0, -2).filter((a) => a !== '-e' && !a.startsWith('ssh ')).join(' ')} ${destination(r.address, true)}:${target.path}/`);
     const count = new ItemizeCounter();

@@ -5,6 +5,7 @@
 // closed): attempts fail as SSH_UNREACHABLE and are retried with backoff, the node goes OFFLINE
 // and its task waits, and the target converges once a probe finds the relay back. A refused
 // login is final and names the cause.
+// Verify is an rsync dry run with checksums: OK, then a file changed on the node is a CONFLICT.
 // Also the pure parts: addresses, rsync filter rules from gitignore rules, exit-status mapping.
 import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
@@ -16,7 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Store, createHasher, createMemoryDriver, push } from '@kk/core';
 import { type SshdBackend, startSshd, sshdUnavailable } from '@kk/testkit';
 import { KkServer, createKkServer } from '../src/index.js';
-import { ItemizeCounter, classifyFailure, parseSshAddress, parseStats, rsyncFilterRules } from '../src/ssh-nodes.js';
+import { ItemizeCounter, classifyFailure, parseSshAddress, parseStats, rsyncFilterRules, verifyProblem } from '../src/ssh-nodes.js';
 
 const run = promisify(execFile);
 const admin = 'admin-ssh-nodes-test-0123456789';
@@ -56,11 +57,23 @@ describe('rsync pieces', () => {
     expect(classifyFailure('rsync', 30, null, '', w)).toMatchObject({ code: 'RSYNC_30', retryable: true });
   });
 
+  it('names what a verify dry run found', () => {
+    expect(['>fc........ a', '>f..t...... b', '.f...p..... c', '>f+++++++++ d', '*deleting   e', '.d..t...... f/', 'cd+++++++++ g/'].map(verifyProblem)).toEqual([
+      { path: 'a', problem: 'changed locally' },
+      { path: 'b', problem: 'modified time changed' },
+      { path: 'c', problem: 'mode changed' },
+      { path: 'd', problem: 'missing' },
+      { path: 'e', problem: 'not in the version' },
+      undefined,
+      { path: 'g/', problem: 'directory missing' },
+    ]);
+  });
+
   it('counts itemized changes and reads --stats', () => {
     const c = new ItemizeCounter();
     for (const l of ['cd+++++++++ a/', '>f+++++++++ a/x', '>fc.t...... b', '.f...p..... c', '*deleting   d', '*deleting   e/', 'sent 1 bytes']) c.add(l);
     expect(c).toMatchObject({ added: 1, changed: 2, metaOnly: 1, deleted: 1 });
-    expect(parseStats('Number of files: 3 (reg: 2)\nTotal file size: 1,234 bytes\nTotal bytes sent: 5,678\n')).toEqual({ files: 3, total_file_size: 1234, bytes_sent: 5678 });
+    expect(parseStats('Number of files: 3 (reg: 2)\nTotal file size: 1,234 bytes\nTotal bytes sent: 5,678\n')).toEqual({ files: 3, regular_files: 2, total_file_size: 1234, bytes_sent: 5678 });
   });
 });
 
@@ -211,7 +224,7 @@ describe.skipIf(why !== undefined && process.env.CI !== 'true')('an ssh node on 
     expect(hist[0]).toMatchObject({ status: 'SUCCESS', from_version: 'v1', to_version: 'v2' });
   }, 90_000);
 
-  it('unreachable: retried with backoff, node OFFLINE, converges when it is back; a refused login is final', async () => {
+  it('unreachable: retried with backoff, node OFFLINE, converges when it is back; a refused login is final; verify', async () => {
     const target = (await call('GET', '/api/sync/targets?project=shop')).json.items[0].id;
     await relay.close();
     expect((await call('POST', '/api/v1/promote', { project: 'shop', app: 'web', version: 'v3' })).status).toBe(200);
@@ -263,5 +276,17 @@ describe.skipIf(why !== undefined && process.env.CI !== 'true')('an ssh node on 
     const back = await until(target, (x) => x.version === 'v2' && x.state === 'SUCCESS', 'v2 again');
     expect(back.result.cache).toEqual({ hit: true, bytes_fetched: 0 });
     expect(new Map([...(await tree(remote()))].sort())).toEqual(expected('v2'));
+
+    // Verify (seed 002) by an rsync dry run with checksums: OK while the node holds v2 exactly; a
+    // file changed there (same size) is a CONFLICT that pauses the target and leaves the file alone.
+    expect((await call('POST', `/api/sync/targets/${target}/verify`)).status).toBe(202);
+    const ok = await until(target, (x) => x.source === 'verify' && ['SUCCESS', 'FAILED'].includes(x.state), 'the first verify');
+    expect(ok).toMatchObject({ state: 'SUCCESS', result: { verified: true, files_checked: 4, via: 'rsync' } });
+    await writeFile(join(remote(), 'css', 'site.css'), 'body{color:tan}');
+    expect((await call('POST', `/api/sync/targets/${target}/verify`)).status).toBe(202);
+    const bad = await until(target, (x) => x.source === 'verify' && x.id !== ok.id && ['SUCCESS', 'FAILED'].includes(x.state), 'the second verify');
+    expect(bad).toMatchObject({ state: 'FAILED', attempts: 1, error: { code: 'CONFLICT', reason: expect.stringMatching(/^1 difference\(s\) between .* and v2: css\/site.css \(changed locally\)$/) } });
+    expect((await call('GET', `/api/sync/targets/${target}`)).json).toMatchObject({ state: 'paused' });
+    expect(await readFile(join(remote(), 'css', 'site.css'), 'utf8')).toBe('body{color:tan}');
   }, 120_000);
 });
