@@ -337,4 +337,32 @@ describe('deploys: kk serve + kk agent + kk deploy', () => {
     const statuses = (await api(`/api/deploy/${r.json.id}/status`)).items.map((h: { status: string }) => h.status);
     expect(inOrder(statuses, ['pending', 'executing', 'script_running', 'health_check', 'success']), statuses.join(' ')).toBe(true);
   }, 180_000);
+  it('kk deploy docker: the flags become the spec the agent runs (-p, -e, -v, --restart, --health tcp://)', async () => {
+    const r = await sb.kkJson(['deploy', 'docker', ...server_(['--node', 'd1', '--image', '127.0.0.1:5000/shop/web:2', '--name', 'web', '-p', '8080:80', '-p', '127.0.0.1:8443:443/tcp', '-e', 'MODE=prod', '-v', '/srv/data:/data:ro', '--restart', 'unless-stopped', '--health', 'tcp://127.0.0.1:8080', '--health-retries', '0', '--no-rollback', '--insecure-registry'])]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.json).toMatchObject({
+      deploy_type: 'docker',
+      target: 'docker:web',
+      version: '127.0.0.1:5000/shop/web:2',
+      spec: {
+        type: 'docker',
+        image: '127.0.0.1:5000/shop/web:2',
+        name: 'web',
+        ports: [{ host: 8080, container: 80 }, { host: 8443, container: 443, protocol: 'tcp', host_ip: '127.0.0.1' }],
+        container_env: { MODE: 'prod' },
+        volumes: ['/srv/data:/data:ro'],
+        restart: 'unless-stopped',
+        insecure: true,
+        rollback: false,
+        health: { type: 'tcp', host: '127.0.0.1', port: 8080, retries: 0 },
+      },
+    });
+    // This machine's agent has no engine: the deploy fails (no rollback asked for) and says why.
+    const done = await until('the docker deploy to end', 60_000, async () => {
+      const d = await api(`/api/deploy/${r.json.id}`);
+      return d.active === false ? d : undefined;
+    });
+    expect(done.status).toBe('failed');
+    expect(done.error).toBeTruthy();
+  }, 120_000);
 });
