@@ -576,13 +576,13 @@ function buildSeedIndex(
   const index = new Map<Digest, Seed[]>();
   // Only chunks this plan writes (and delta bases for them) are looked up: indexing every chunk of
   // every version cost more than the update itself on a large tree with few changes.
-  const needed = new Set<Digest>();
+  const needed = new Map<Digest, number>();
   const deltas = manifest.deltas ?? {};
   for (const w of plan.write) {
-    for (const [d] of fileChunks(w.file)) {
-      needed.add(d);
+    for (const [d, size] of fileChunks(w.file)) {
+      needed.set(d, size);
       const base = deltas[d];
-      if (base) needed.add(base);
+      if (base && !needed.has(base)) needed.set(base, -1);
     }
   }
   if (!needed.size) return index;
@@ -601,21 +601,35 @@ function buildSeedIndex(
       offset += size;
     }
   };
-  const fileBySha = new Map<Digest, FileEntry>();
-  for (const m of [manifest, ...history]) for (const f of m.files) if (!fileBySha.has(f.sha256)) fileBySha.set(f.sha256, f);
+  // A single-chunk file is its own chunk: only multi-chunk files need their chunk lists looked up.
+  const multiBySha = new Map<Digest, FileEntry>();
+  for (const m of [manifest, ...history]) for (const f of m.files) if (f.chunks && !multiBySha.has(f.sha256)) multiBySha.set(f.sha256, f);
+  const chunksOf = (sha: Digest, size: number): [Digest, number][] | undefined => {
+    const multi = multiBySha.get(sha);
+    if (multi) return fileChunks(multi);
+    return needed.has(sha) && size > 0 ? [[sha, size]] : undefined;
+  };
   for (const [path, sha] of plan.known) {
-    const f = fileBySha.get(sha);
-    if (f) add(join(target, path), fileChunks(f), plan.trusted.has(path));
+    const e = tree.entries.get(path);
+    const chunks = e?.kind === 'file' ? chunksOf(sha, e.size) : undefined;
+    if (chunks) add(join(target, path), chunks, plan.trusted.has(path));
   }
   const current = history[0];
   if (current) {
     for (const f of current.files) {
+      if (!f.chunks && !needed.has(f.sha256)) continue;
       const e = tree.entries.get(f.path);
       if (e?.kind === 'file' && e.size === f.size && !plan.known.has(f.path)) add(join(target, f.path), fileChunks(f));
     }
   }
   if (cache) {
-    for (const [sha, f] of fileBySha) if (cache.names.has(digestHex(sha))) add(join(cache.dir, digestHex(sha)), fileChunks(f));
+    for (const name of cache.names) {
+      const sha = `sha256:${name}` as Digest;
+      const multi = multiBySha.get(sha);
+      const size = needed.get(sha);
+      if (multi) add(join(cache.dir, name), fileChunks(multi));
+      else if (size !== undefined && size > 0) add(join(cache.dir, name), [[sha, size]]);
+    }
   }
   return index;
 }
