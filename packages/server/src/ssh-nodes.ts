@@ -402,7 +402,12 @@ export class SshNodes {
         stage = 'verify';
         outcome = await this.verify(n, claim, m.dir, m.ignore, abort.signal, log);
       } else {
-        outcome = await this.rsync(n, claim, m.dir, m.ignore, abort.signal, log);
+        // on_local_change: fail: nothing is applied over files changed on the node since kk wrote them.
+        const from = claim.target.on_local_change === 'fail' && task.from_version ? task.from_version : undefined;
+        const prev = from ? await this.materialize(task.project, task.app, from, null, log).catch(() => undefined) : undefined;
+        if (from && !prev) log(`on_local_change: fail, but version ${from} (what kk wrote there last) cannot be read any more; syncing without the check`, 'warn');
+        const blocked = prev ? await this.localChanges(n, claim, { ...prev, version: from! }, abort.signal, log) : undefined;
+        outcome = blocked ?? (await this.rsync(n, claim, m.dir, m.ignore, abort.signal, log));
         if (outcome.ok) outcome.result = { ...outcome.result, cache: { hit: m.hit, bytes_fetched: m.bytesFetched } };
       }
     } catch (err) {
@@ -495,10 +500,44 @@ export class SshNodes {
    */
   private async verify(n: FleetNode, claim: Claim, src: string, versionIgnore: string[], signal: AbortSignal, log: (l: string, level?: LogLine['level']) => void): Promise<TaskOutcome> {
     const { task, target } = claim;
+    log(`verifying ${target.path} against ${task.project}/${task.app} ${task.version}: rsync -rlptcn${target.strategy === 'mirror' ? ' --delete' : ''} (a dry run with checksums)`);
+    const d = await this.dryRun(n, claim, src, versionIgnore, target.strategy === 'mirror', signal, log);
+    if ('failure' in d) return d.failure;
+    const result: TaskResult = { verified: d.count === 0, files_checked: d.filesChecked, problems: d.problems, via: 'rsync' };
+    if (d.count === 0) {
+      log(`verify OK: ${target.path} holds exactly ${task.version}`);
+      return { ok: true, result };
+    }
+    const lines = d.problems.map((p) => `${p.path} (${p.problem})`);
+    for (const l of lines) log(`differs: ${l}`, 'error');
+    return { ok: false, code: 'CONFLICT', reason: `${d.count} difference(s) between ${target.path} and ${task.version}: ${lines.slice(0, 10).join('; ')}${d.count > 10 ? '; ...' : ''}`, retryable: false, result };
+  }
+
+  /**
+   * `on_local_change: fail`: files of the version kk last wrote there (`from`) whose content was
+   * changed or that were removed on the node since. Undefined when there are none.
+   */
+  private async localChanges(n: FleetNode, claim: Claim, from: { dir: string; ignore: string[]; version: string }, signal: AbortSignal, log: (l: string, level?: LogLine['level']) => void): Promise<TaskOutcome | undefined> {
+    const d = await this.dryRun(n, claim, from.dir, from.ignore, false, signal, log);
+    if ('failure' in d) return d.failure;
+    const changed = d.problems.filter((p) => p.problem === 'changed locally' || p.problem === 'missing');
+    if (!changed.length) return undefined;
+    const lines = changed.map((p) => `${p.path} (${p.problem === 'missing' ? 'removed' : 'changed'} on the node)`);
+    for (const l of lines) log(`local change: ${l}`, 'error');
+    return {
+      ok: false,
+      code: 'TARGET_CONFLICT',
+      reason: `${changed.length}${d.problems.length >= 50 ? '+' : ''} file(s) of ${from.version} were changed on node ${n.name} in ${claim.target.path} since kk wrote them, and the target says on_local_change: fail: ${lines.slice(0, 10).join('; ')} (nothing was applied; restore or keep those files, then sync again)`,
+      retryable: false,
+    };
+  }
+
+  /** An itemizing rsync dry run with checksums from `src` to the target: what differs on the node (the first 50), or why it failed. */
+  private async dryRun(n: FleetNode, claim: Claim, src: string, versionIgnore: string[], mirror: boolean, signal: AbortSignal, log: (l: string, level?: LogLine['level']) => void): Promise<{ failure: TaskOutcome } | { problems: { path: string; problem: string }[]; count: number; filesChecked: number | null }> {
+    const { target } = claim;
     const r = await this.reach(n);
     const filterFile = await this.filterFile(claim, versionIgnore);
-    const args = rsyncVerifyArgs({ ssh: r.ssh, filterFile, src, dest: target.path, address: r.address, mirror: target.strategy === 'mirror', settings: r.settings, timeoutS: this.ioTimeoutS });
-    log(`verifying ${target.path} against ${task.project}/${task.app} ${task.version}: rsync -rlptcn${target.strategy === 'mirror' ? ' --delete' : ''} (a dry run with checksums)`);
+    const args = rsyncVerifyArgs({ ssh: r.ssh, filterFile, src, dest: target.path, address: r.address, mirror, settings: r.settings, timeoutS: this.ioTimeoutS });
     const problems: { path: string; problem: string }[] = [];
     let count = 0;
     let stats = '';
@@ -522,18 +561,11 @@ export class SshNodes {
       const f: Failure = out.error ? { code: 'RSYNC_MISSING', reason: `cannot run rsync on the server: ${out.error.message} (install rsync)`, retryable: false } : classifyFailure('rsync', out.status, out.signal, out.stderr, r.where);
       for (const l of out.stderr.split(/\r?\n/).map((x) => x.trim()).filter(Boolean).slice(-10)) log(l, 'error');
       if (f.code === 'SSH_UNREACHABLE') await this.record(n.id, false, f.reason).catch(() => {});
-      return { ok: false, code: f.code, reason: f.reason, retryable: f.retryable };
+      return { failure: { ok: false, code: f.code, reason: f.reason, retryable: f.retryable } };
     }
-    await this.record(n.id, true, 'rsync verify answered').catch(() => {});
-    const s = parseStats(stats);
-    const result: TaskResult = { verified: count === 0, files_checked: s.regular_files ?? s.files ?? null, problems, via: 'rsync' };
-    if (count === 0) {
-      log(`verify OK: ${target.path} holds exactly ${task.version}`);
-      return { ok: true, result };
-    }
-    const lines = problems.map((p) => `${p.path} (${p.problem})`);
-    for (const l of lines) log(`differs: ${l}`, 'error');
-    return { ok: false, code: 'CONFLICT', reason: `${count} difference(s) between ${target.path} and ${task.version}: ${lines.slice(0, 10).join('; ')}${count > 10 ? '; ...' : ''}`, retryable: false, result };
+    await this.record(n.id, true, 'rsync answered').catch(() => {});
+    const st = parseStats(stats);
+    return { problems, count, filesChecked: st.regular_files ?? st.files ?? null };
   }
 
   private async filterFile(claim: Claim, versionIgnore: string[]): Promise<string> {

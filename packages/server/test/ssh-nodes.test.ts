@@ -5,7 +5,8 @@
 // closed): attempts fail as SSH_UNREACHABLE and are retried with backoff, the node goes OFFLINE
 // and its task waits, and the target converges once a probe finds the relay back. A refused
 // login is final and names the cause.
-// Verify is an rsync dry run with checksums: OK, then a file changed on the node is a CONFLICT.
+// Verify is an rsync dry run with checksums: OK, then a file changed on the node is a CONFLICT;
+// with on_local_change: fail, such a file stops the next sync before anything is applied.
 // Also the pure parts: addresses, rsync filter rules from gitignore rules, exit-status mapping.
 import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
@@ -224,7 +225,7 @@ describe.skipIf(why !== undefined && process.env.CI !== 'true')('an ssh node on 
     expect(hist[0]).toMatchObject({ status: 'SUCCESS', from_version: 'v1', to_version: 'v2' });
   }, 90_000);
 
-  it('unreachable: retried with backoff, node OFFLINE, converges when it is back; a refused login is final; verify', async () => {
+  it('unreachable: retried with backoff, node OFFLINE, converges when it is back; a refused login is final; verify; on_local_change: fail', async () => {
     const target = (await call('GET', '/api/sync/targets?project=shop')).json.items[0].id;
     await relay.close();
     expect((await call('POST', '/api/v1/promote', { project: 'shop', app: 'web', version: 'v3' })).status).toBe(200);
@@ -288,5 +289,17 @@ describe.skipIf(why !== undefined && process.env.CI !== 'true')('an ssh node on 
     expect(bad).toMatchObject({ state: 'FAILED', attempts: 1, error: { code: 'CONFLICT', reason: expect.stringMatching(/^1 difference\(s\) between .* and v2: css\/site.css \(changed locally\)$/) } });
     expect((await call('GET', `/api/sync/targets/${target}`)).json).toMatchObject({ state: 'paused' });
     expect(await readFile(join(remote(), 'css', 'site.css'), 'utf8')).toBe('body{color:tan}');
+
+    // on_local_change: fail: a file changed on the node since kk wrote it stops the next sync, which names it.
+    const strictDir = join(dir, 'remote', 'strict');
+    const strict = (await call('POST', '/api/sync/targets', { project: 'shop', app: 'web', node: 's1', path: strictDir, on_local_change: 'fail' })).json;
+    expect((await call('POST', '/api/sync/sync', { target: strict.id, version: 'v1' })).status).toBe(200);
+    await until(strict.id, (x) => x.version === 'v1' && x.state === 'SUCCESS', 'v1 on the strict target');
+    await writeFile(join(strictDir, 'index.html'), 'edited on the node');
+    expect((await call('POST', '/api/sync/sync', { target: strict.id, version: 'v2' })).status).toBe(200);
+    const blocked = await until(strict.id, (x) => x.version === 'v2' && ['FAILED', 'SUCCESS'].includes(x.state), 'the sync over a local change');
+    expect(blocked).toMatchObject({ state: 'FAILED', attempts: 1, error: { code: 'TARGET_CONFLICT', reason: expect.stringMatching(/^1 file\(s\) of v1 were changed on node s1 in .*strict since kk wrote them, and the target says on_local_change: fail: index.html \(changed on the node\)/) } });
+    expect(await readFile(join(strictDir, 'index.html'), 'utf8')).toBe('edited on the node');
+    expect(await readFile(join(strictDir, 'css', 'site.css'), 'utf8')).toBe('body{}');
   }, 120_000);
 });
