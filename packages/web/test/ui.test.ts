@@ -6,6 +6,8 @@
 // screenshots of the main screens match the committed ones within a pixel tolerance.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { type Server, createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -51,6 +53,9 @@ describe('web UI in Chromium against kk serve', () => {
   let nodeId: string;
   const targetDir = () => join(root, 'target');
   const contexts: BrowserContext[] = [];
+  let hook: Server;
+  let hookUrl: string;
+  const received: string[] = [];
 
   const api = async (method: string, path: string, body?: unknown, token = ADMIN) => {
     const r = await fetch(`${url}${path}`, { method, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, ...(body === undefined ? {} : { body: JSON.stringify(body) }) });
@@ -115,7 +120,18 @@ describe('web UI in Chromium against kk serve', () => {
     await store.flush();
     await store.driver.close();
     Object.assign(process.env, FLEET_ENV);
-    srv = await startServer({ store: storeDir, listen: '127.0.0.1:0', adminToken: ADMIN, log: false, config: { hasherThreads: 1 } });
+    srv = await startServer({ store: storeDir, listen: '127.0.0.1:0', adminToken: ADMIN, log: false, config: { hasherThreads: 1, webhookPollMs: 100, webhookBackoffMs: 50, webhookBackoffMaxMs: 200 } });
+    // A webhook receiver: the exact bodies it was sent.
+    hook = createServer((req, res) => {
+      let body = '';
+      req.on('data', (d: Buffer) => (body += d.toString()));
+      req.on('end', () => {
+        received.push(body);
+        res.end('ok');
+      });
+    });
+    await new Promise<void>((r) => hook.listen(0, '127.0.0.1', () => r()));
+    hookUrl = `http://127.0.0.1:${(hook.address() as AddressInfo).port}/kk`;
     url = srv.url;
     // The first listing reads every project's first-seen time once; later ones come from memory.
     expect((await api('GET', '/projects?limit=1')).json.total).toBe(2001);
@@ -132,6 +148,7 @@ describe('web UI in Chromium against kk serve', () => {
       if (agent.exitCode === null) agent.kill('SIGKILL');
     }
     await srv?.close();
+    await new Promise((r) => (hook ? hook.close(r) : r(undefined)));
     if (root) await rm(root, { recursive: true, force: true });
   }, 60_000);
 
@@ -215,6 +232,23 @@ describe('web UI in Chromium against kk serve', () => {
     expect((await api('POST', '/api/v1/promote', { project: 'shop-0421', app: 'web', version: 'v3' })).status).toBe(200);
     await poll(async () => (await moves())[0]).toMatch(/promote.*shop-0421\/web.*v3/);
     await axe(page, 'audit');
+
+    // Webhooks: created in the UI, a delivery with its body, redelivered.
+    await page.getByRole('link', { name: 'Webhooks' }).click();
+    await page.getByLabel('Name').fill('receiver');
+    await page.getByLabel('URL').fill(hookUrl);
+    await page.getByLabel('Events').fill('promote');
+    await page.getByRole('button', { name: 'Create webhook' }).click();
+    await page.getByRole('button', { name: 'Deliveries' }).click();
+    expect((await api('POST', '/api/v1/promote', { project: 'shop-0421', app: 'web', version: 'v3', channel: 'beta' })).status).toBe(200);
+    await until('the delivery', 15_000, async () => received.length === 1);
+    await poll(() => page.getByRole('cell', { name: 'delivered' }).count()).toBe(1);
+    await page.getByRole('button', { name: 'Body' }).click();
+    await poll(() => page.locator('tr.sub pre').textContent()).toContain('"channel":"beta"');
+    await page.getByRole('button', { name: 'Redeliver' }).click();
+    await until('the redelivery', 15_000, async () => received.length === 2);
+    expect(received[1]).toBe(received[0]);
+    await axe(page, 'webhooks');
 
     // Version detail: meta.yaml with Chinese data, the diff against another version.
     await page.goto(`${url}/ui/#/apps/shop-0421/web/v3?tab=diff&against=v1`);
