@@ -82,7 +82,7 @@ describe.skipIf(!!unavailable)(`kk with an s3:// store on s3rver, no server${una
     });
     const seed = (cmd: 'push' | 'pull', version: string, path: string) => [cmd, '--project', 'shop', '--app', 'api', '--version', version, '--path', path, '--config', '.kkartifact.yml'];
 
-    const p1 = await kkJson(seed('push', '1.0.0', build), sb.path('ci'));
+    const p1 = await kkJson([...seed('push', '1.0.0', build), '--packs', 'none'], sb.path('ci'));
     expect(p1.code, p1.stderr).toBe(0);
     expect(p1.json).toMatchObject({ status: 'created', chunksUploaded: p1.json.chunks });
     expect(await chunkObjects('cli-store')).toBe(p1.json.chunks);
@@ -161,7 +161,7 @@ describe.skipIf(!!unavailable)(`kk with an s3:// store on s3rver, no server${una
     for (const [project, app, version] of versions) {
       const tree = sb.path('copy', 'trees', project, app, version);
       await writeTree(tree, { 'shared.bin': pseudoRandom(500 * 1024, 'shared'), 'own.txt': `${project} ${app} ${version}\n` });
-      const r = await kk(['push', '-p', project, '-a', app, '--version', version, '--path', tree], dir);
+      const r = await kk(['push', '-p', project, '-a', app, '--version', version, '--path', tree, '--packs', 'none'], dir);
       expect(r.code, r.stderr).toBe(0);
     }
     const url = s3.storeUrl('copied');

@@ -60,7 +60,7 @@ describe.skipIf(!!unavailable)(`kk with an ssh:// store on sshd${unavailable ? `
   it('pushes a tree to ssh://, pulls it back byte-exactly; a second push sends no chunk; the directory is a file store', async () => {
     const root = sb.path('remote', 'tree-store');
     const url = sshd.storeUrl(root);
-    const p1 = await kkJson(['push', ...app('1', tree), '--store', url]);
+    const p1 = await kkJson(['push', ...app('1', tree), '--store', url, '--packs', 'none']);
     expect(p1.code, p1.stderr).toBe(0);
     expect(p1.json).toMatchObject({ status: 'created', chunksUploaded: p1.json.chunks });
     expect((await chunksIntact(root)).count).toBe(p1.json.chunks);
@@ -86,7 +86,7 @@ describe.skipIf(!!unavailable)(`kk with an ssh:// store on sshd${unavailable ? `
     const src = sb.path('big', 'v1');
     await writeRandomFile(join(src, 'big.bin'), 64 * 1024 * 1024, 'ssh-big');
     const url = sshd.storeUrl(sb.path('remote', 'big-store'));
-    const push = await kkJson(['push', ...app('1', src), '--store', url]);
+    const push = await kkJson(['push', ...app('1', src), '--store', url, '--packs', 'none']);
     expect(push.code, push.stderr).toBe(0);
     const target = sb.path('deploy', 'big');
     const pull = await kkJson(['pull', ...app('1', target), '--store', url]);
@@ -97,7 +97,7 @@ describe.skipIf(!!unavailable)(`kk with an ssh:// store on sshd${unavailable ? `
 
   it('kk copy file -> ssh -> s3 -> file carries every version byte-identically', async () => {
     const origin = sb.path('copy', 'origin');
-    const p = await kkJson(['push', ...app('1', small), '--store', origin]);
+    const p = await kkJson(['push', ...app('1', small), '--store', origin, '--packs', 'none']);
     expect(p.code, p.stderr).toBe(0);
     const sshUrl = sshd.storeUrl(sb.path('remote', 'copy-store'));
     const s3Url = s3.storeUrl('from-ssh');
@@ -127,7 +127,7 @@ describe.skipIf(!!unavailable)(`kk with an ssh:// store on sshd${unavailable ? `
     await writeRandomFile(join(src, 'big.bin'), 64 * 1024 * 1024, 'ssh-kill');
     const root = sb.path('remote', 'kill-store');
     const url = sshd.storeUrl(root);
-    const child = spawn(process.execPath, [KK_BIN, 'push', ...app('1', src), '--store', url], {
+    const child = spawn(process.execPath, [KK_BIN, 'push', ...app('1', src), '--store', url, '--packs', 'none'], {
       cwd: sb.root,
       env: cleanEnv({ KK_STATE_DIR: sb.stateDir }),
       stdio: 'ignore',
@@ -147,7 +147,7 @@ describe.skipIf(!!unavailable)(`kk with an ssh:// store on sshd${unavailable ? `
     const before = await chunksIntact(root);
     expect(before.bad).toEqual([]);
 
-    const retry = await kkJson(['push', ...app('1', src), '--store', url]);
+    const retry = await kkJson(['push', ...app('1', src), '--store', url, '--packs', 'none']);
     expect(retry.code, retry.stderr).toBe(0);
     expect(retry.json.status).toBe('created');
     // The host may still link what it had received when the client died, so at most these are new.

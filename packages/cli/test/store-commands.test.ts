@@ -17,7 +17,7 @@ beforeAll(async () => {
   await writeTree(sb.path('v2'), { 'index.html': 'two', 'app.js': 'console.log(2)\n'.repeat(100) });
   await writeFile(sb.path('.kkartifact.yml'), 'store: ./store\n');
   for (const v of ['1', '2']) {
-    const r = await sb.kk(['push', '-p', 'shop', '-a', 'web', '--version', v, '--path', sb.path(`v${v}`)]);
+    const r = await sb.kk(['push', '-p', 'shop', '-a', 'web', '--version', v, '--path', sb.path(`v${v}`), '--packs', 'none']);
     expect(r.code, r.stderr).toBe(0);
   }
 });
@@ -114,7 +114,7 @@ describe('pulls in the server\'s audit log', () => {
 
   it('one entry per completed pull (also an up-to-date one) with the agent id; none for push, diff or promote', async () => {
     const cwd = sb.path('remote');
-    for (const v of ['1', '2']) expect((await sb.kk(['push', '-p', 'shop', '-a', 'web', '--version', v, '--path', sb.path(`v${v}`)], { cwd })).code).toBe(0);
+    for (const v of ['1', '2']) expect((await sb.kk(['push', '-p', 'shop', '-a', 'web', '--version', v, '--path', sb.path(`v${v}`), '--packs', 'none'], { cwd })).code).toBe(0);
     expect((await sb.kk(['promote', '-p', 'shop', '-a', 'web', '--version', '2'], { cwd })).code).toBe(0);
     expect((await audit('?action=pull')).total).toBe(0);
     const target = sb.path('deploy-remote');

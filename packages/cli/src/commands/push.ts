@@ -23,7 +23,8 @@ export default class Push extends KkCommand<typeof Push> {
     builder: Flags.string({ summary: 'Builder recorded in the manifest [default: user@host].', helpValue: 'NAME' }),
     meta: Flags.string({ summary: 'Extra manifest metadata, KEY=VALUE; repeatable.', multiple: true, helpValue: 'KEY=VALUE' }),
     packs: Flags.string({
-      summary: 'Pack policy of a store this push creates: small (chunks under 1 MiB go into ~16 MiB packs), all, or none (one object per chunk) [default: none]. An existing store keeps its own.',
+      summary: 'Pack policy of a store this push creates: small (chunks under 1 MiB go into ~16 MiB packs), all, or none (one object per chunk, the format before packs). An existing store keeps its own.',
+      default: 'small',
       options: ['small', 'all', 'none'],
       helpValue: 'POLICY',
     }),
