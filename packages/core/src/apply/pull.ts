@@ -2,8 +2,8 @@
 // place. Stage every new or changed file completely (seeded from local files where possible,
 // fetched from the store otherwise, every chunk and every whole file verified), then commit
 // through a journal whose every change goes through no-follow directory handles.
-import { existsSync, lstatSync, readdirSync, statfsSync, type Stats } from 'node:fs';
-import { lstat, mkdir, open, readdir, realpath, rm, stat, unlink } from 'node:fs/promises';
+import { constants as fsConstants, existsSync, lstatSync, readdirSync, statfsSync, type Stats } from 'node:fs';
+import { copyFile, lstat, mkdir, open, readdir, realpath, rm, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { type Digest, digestHex } from '../digest.js';
 import { KkError } from '../errors.js';
@@ -741,7 +741,7 @@ async function stageFiles(
 
   // ---- multi-chunk files: created at full size, chunks land in any order ----
   const fromStore = new Map<Digest, { size: number; dests: { path: string; offset: number }[] }>();
-  const seedTasks: { d: Digest; size: number; path: string; offset: number }[] = [];
+  const seedTasks: { d: Digest; size: number; path: string; offset: number; fileSize: number }[] = [];
   await forEachLimit(large, 16, async (i) => {
     const f = plan.write[i]!.file;
     const path = stagedPath(i);
@@ -750,14 +750,14 @@ async function stageFiles(
     await fh.close();
     let offset = 0;
     for (const [d, size] of fileChunks(f)) {
-      if (seeds.has(d)) seedTasks.push({ d, size, path, offset });
+      if (seeds.has(d)) seedTasks.push({ d, size, path, offset, fileSize: f.size });
       else addStoreDest(fromStore, d, size, path, offset);
       offset += size;
     }
   });
   // Chunks from files the stat cache vouches for, contiguous in both files, are copied as one
   // range without a second hash (the staged file's own digest is checked below all the same).
-  const ranges: { src: string; srcOffset: number; dst: string; offset: number; size: number; chunks: number }[] = [];
+  const ranges: { src: string; srcOffset: number; dst: string; offset: number; size: number; chunks: number; fileSize: number }[] = [];
   const verified: typeof seedTasks = [];
   for (const t of seedTasks) {
     const s0 = seeds.get(t.d)![0]!;
@@ -769,10 +769,14 @@ async function stageFiles(
     if (last && last.dst === t.path && last.src === s0.abs && last.offset + last.size === t.offset && last.srcOffset + last.size === s0.offset && last.size < RANGE_MAX) {
       last.size += t.size;
       last.chunks++;
-    } else ranges.push({ src: s0.abs, srcOffset: s0.offset, dst: t.path, offset: t.offset, size: t.size, chunks: 1 });
+    } else ranges.push({ src: s0.abs, srcOffset: s0.offset, dst: t.path, offset: t.offset, size: t.size, chunks: 1, fileSize: t.fileSize });
   }
   await forEachLimit(ranges, Math.max(2, hasher.threads), async (r) => {
-    await copyRange(r.src, r.srcOffset, r.dst, r.offset, r.size);
+    // A whole file from one file (moved, or kept in the cache): the kernel copies it (a reflink
+    // where the file system shares blocks, copy_file_range otherwise), no bytes through here.
+    const whole = r.offset === 0 && r.srcOffset === 0 && r.size === r.fileSize && (await stat(r.src).catch(() => undefined))?.size === r.size;
+    if (whole) await copyFile(r.src, r.dst, fsConstants.COPYFILE_FICLONE);
+    else await copyRange(r.src, r.srcOffset, r.dst, r.offset, r.size);
     result.chunksSeeded += r.chunks;
     result.bytesSeeded += r.size;
     progress.skip(0, r.size);
