@@ -13,7 +13,7 @@ import { mkdir, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/p
 import { homedir, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { KkError, isKkError, pull } from '@kk/core';
+import { KkError, RESERVED_TOP_LEVEL, isKkError, pull } from '@kk/core';
 import { type Claim, type FleetDatabase, type FleetExecutor, type FleetNode, type LogLine, type NodeStatus, type TaskOutcome, type TaskResult, parseDbUrl, transition } from '@kk/control';
 import type { Kysely } from 'kysely';
 import type { Call, ServerContext } from './context.js';
@@ -29,6 +29,7 @@ import {
   destination,
   parseSshAddress,
   parseStats,
+  quoteArg,
   rsyncArgs,
   rsyncFilterRules,
   rsyncVerifyArgs,
@@ -402,12 +403,14 @@ export class SshNodes {
         stage = 'verify';
         outcome = await this.verify(n, claim, m.dir, m.ignore, abort.signal, log);
       } else {
+        // A local pause on the node (`kk pause --path`, in the reserved .kk-staging/) holds for the server's rsync too.
+        const held = await this.localPause(n, claim);
         // on_local_change: fail: nothing is applied over files changed on the node since kk wrote them.
-        const from = claim.target.on_local_change === 'fail' && task.from_version ? task.from_version : undefined;
+        const from = !held && claim.target.on_local_change === 'fail' && task.from_version ? task.from_version : undefined;
         const prev = from ? await this.materialize(task.project, task.app, from, null, log).catch(() => undefined) : undefined;
         if (from && !prev) log(`on_local_change: fail, but version ${from} (what kk wrote there last) cannot be read any more; syncing without the check`, 'warn');
         const blocked = prev ? await this.localChanges(n, claim, { ...prev, version: from! }, abort.signal, log) : undefined;
-        outcome = blocked ?? (await this.rsync(n, claim, m.dir, m.ignore, abort.signal, log));
+        outcome = held ?? blocked ?? (await this.rsync(n, claim, m.dir, m.ignore, abort.signal, log));
         if (outcome.ok) outcome.result = { ...outcome.result, cache: { hit: m.hit, bytes_fetched: m.bytesFetched } };
       }
     } catch (err) {
@@ -528,6 +531,34 @@ export class SshNodes {
       ok: false,
       code: 'TARGET_CONFLICT',
       reason: `${changed.length}${d.problems.length >= 50 ? '+' : ''} file(s) of ${from.version} were changed on node ${n.name} in ${claim.target.path} since kk wrote them, and the target says on_local_change: fail: ${lines.slice(0, 10).join('; ')} (nothing was applied; restore or keep those files, then sync again)`,
+      retryable: false,
+    };
+  }
+
+  /** The node's local pause of the target directory (PAUSED naming who, when and why), or why we could not look. */
+  private async localPause(n: FleetNode, claim: Claim): Promise<TaskOutcome | undefined> {
+    const r = await this.reach(n);
+    // Where core's pauseLocal keeps the record (core/src/apply/pause.ts).
+    const file = `${claim.target.path}/${RESERVED_TOP_LEVEL}/paused.json`;
+    let text = '';
+    const out = await runProcess('ssh', [...r.ssh, destination(r.address), `cat ${quoteArg(file)} 2>/dev/null; true`], { timeoutMs: 60_000, signal: this.stopping.signal, onLine: (l) => void (text.length < 65536 && (text += `${l}\n`)) });
+    if (out.status !== 0) {
+      const f: Failure = out.error ? { code: 'SSH_FAILED', reason: `cannot run ssh on the server: ${out.error.message} (install the OpenSSH client)`, retryable: false } : classifyFailure('ssh', out.status, out.signal, out.stderr, r.where);
+      if (f.code === 'SSH_UNREACHABLE') await this.record(n.id, false, f.reason).catch(() => {});
+      return { ok: false, code: f.code, reason: f.reason, retryable: f.retryable };
+    }
+    text = text.trim();
+    if (!text) return undefined;
+    let p: { by?: string; since?: string; reason?: string } = {};
+    try {
+      p = JSON.parse(text) as typeof p;
+    } catch {
+      p = { reason: '(unreadable pause record)' };
+    }
+    return {
+      ok: false,
+      code: 'PAUSED',
+      reason: `${claim.target.path} on node ${n.name} is paused by ${p.by ?? 'unknown'}${p.since ? ` since ${p.since}` : ''}: ${p.reason ?? ''} (nothing was changed; run \`kk resume --path ${claim.target.path}\` on the node when it may be deployed to again, then sync)`,
       retryable: false,
     };
   }

@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Store, createHasher, createMemoryDriver, push } from '@kk/core';
+import { Store, createHasher, createMemoryDriver, pauseLocal, push } from '@kk/core';
 import { type SshdBackend, startSshd, sshdUnavailable } from '@kk/testkit';
 import { KkServer, createKkServer } from '../src/index.js';
 import { ItemizeCounter, classifyFailure, parseSshAddress, parseStats, rsyncFilterRules, verifyProblem } from '../src/ssh-nodes.js';
@@ -301,5 +301,12 @@ describe.skipIf(why !== undefined && process.env.CI !== 'true')('an ssh node on 
     expect(blocked).toMatchObject({ state: 'FAILED', attempts: 1, error: { code: 'TARGET_CONFLICT', reason: expect.stringMatching(/^1 file\(s\) of v1 were changed on node s1 in .*strict since kk wrote them, and the target says on_local_change: fail: index.html \(changed on the node\)/) } });
     expect(await readFile(join(strictDir, 'index.html'), 'utf8')).toBe('edited on the node');
     expect(await readFile(join(strictDir, 'css', 'site.css'), 'utf8')).toBe('body{}');
+
+    // A local pause on the node (kk pause --path) holds for the server's rsync as well.
+    await pauseLocal({ target: strictDir, reason: 'upgrading the host', by: 'ops@node' });
+    expect((await call('POST', '/api/sync/sync', { target: strict.id, version: 'v3' })).status).toBe(200);
+    const held = await until(strict.id, (x) => x.version === 'v3' && ['FAILED', 'SUCCESS'].includes(x.state), 'the sync of a locally paused directory');
+    expect(held).toMatchObject({ state: 'FAILED', error: { code: 'PAUSED', reason: expect.stringMatching(/strict on node s1 is paused by ops@node since .*: upgrading the host/) } });
+    expect(await readFile(join(strictDir, 'index.html'), 'utf8')).toBe('edited on the node');
   }, 120_000);
 });
