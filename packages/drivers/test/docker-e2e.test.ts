@@ -1,7 +1,7 @@
 // Issue 16 acceptance 2-3 through the built `kk`, with no kk server: push to docker:// and pull
 // back byte-exactly, a second version stores only new packs, skopeo sees the tags and manifests,
-// `skopeo copy --all` to another repository and from the tar store (oci-archive:) into the
-// registry, then kk pulls from there; kk copy file -> docker -> tar -> s3 -> file; kk export/import.
+// `skopeo copy --all` to another repository and from a kk export (oci-archive:) into the registry,
+// then kk pulls from there; kk copy file -> docker -> tar -> s3 -> file; kk import of a tar skopeo wrote.
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
@@ -17,6 +17,7 @@ if (unavailable && process.env.CI) throw new Error(`CI must run the docker store
 
 const skopeo = async (...args: string[]) => (await promisify(execFile)(SKOPEO, args, { maxBuffer: 16 << 20 })).stdout;
 
+// About 15 kk runs of a few seconds each: minutes on a loaded 2-core machine.
 describe.skipIf(!!unavailable)(`kk with docker:// and tar:// stores${unavailable ? ` (skipped: ${unavailable})` : ''}`, () => {
   let reg: RegistryBackend;
   let s3: S3rverBackend;
@@ -72,9 +73,9 @@ describe.skipIf(!!unavailable)(`kk with docker:// and tar:// stores${unavailable
     // skopeo copy --all of one version to another repository: kk pulls it from there.
     await skopeo('copy', '--all', '--src-tls-verify=false', '--dest-tls-verify=false', `docker://${reg.host}/kk/store:r_demo_web_1.0.0_pb__2`, `docker://${reg.host}/kk/copied:r_demo_web_1.0.0_pb__2`);
     await pullExact(repo('kk/copied'), '1.0.0+b_2', sb.path('v2'), 'out2');
-  });
+  }, 300_000);
 
-  it('kk copy file -> docker -> tar -> s3 -> file keeps every version byte-identical; skopeo loads the tar into the registry; export/import', async () => {
+  it('kk copy file -> docker -> tar -> s3 -> file keeps every version byte-identical; a kk export loads into the registry by skopeo; kk import reads a tar skopeo wrote', async () => {
     const file = sb.path('origin');
     await kkJson(['push', '--store', file, '-p', 'demo', '-a', 'web', '--version', '2.0.0', '--path', sb.path('v1'), '--config', sb.path('.kkartifact.yml')]);
     await kkJson(['push', '--store', file, '-p', 'demo', '-a', 'web', '--version', '2.0.1', '--path', sb.path('v2'), '--config', sb.path('.kkartifact.yml')]);
@@ -88,14 +89,17 @@ describe.skipIf(!!unavailable)(`kk with docker:// and tar:// stores${unavailable
     expect(await listing(sb.path('back'))).toEqual(await listing(file));
     await pullExact(sb.path('back'), '2.0.1', sb.path('v2'), 'out3');
 
-    await skopeo('copy', '--all', '--dest-tls-verify=false', `oci-archive:${sb.path('chain.tar')}:r_demo_web_2.0.0`, `docker://${reg.host}/kk/from-tar:r_demo_web_2.0.0`);
+    // kk export writes a tar that skopeo loads into the registry; kk pulls from there.
+    const exported = await kkJson(['export', '--store', repo('kk/chain'), '-p', 'demo', '-a', 'web', '--version', '2.0.0', '--to', sb.path('one.tar')]);
+    expect(exported.versions).toBe(1);
+    await skopeo('copy', '--all', '--dest-tls-verify=false', `oci-archive:${sb.path('one.tar')}:r_demo_web_2.0.0`, `docker://${reg.host}/kk/from-tar:r_demo_web_2.0.0`);
     await pullExact(repo('kk/from-tar'), '2.0.0', sb.path('v1'), 'out4');
 
-    const exported = await kkJson(['export', '--store', repo('kk/chain'), '-p', 'demo', '-a', 'web', '--version', '2.0.1', '--to', sb.path('one.tar')]);
-    expect(exported.versions).toBe(1);
+    // skopeo writes an oci-archive (its own tar: directory entries, its own order); kk import reads it.
+    await skopeo('copy', '--all', '--src-tls-verify=false', `docker://${reg.host}/kk/chain:r_demo_web_2.0.1`, `oci-archive:${sb.path('skopeo.tar')}:r_demo_web_2.0.1`);
     await mkdir(sb.path('imported'));
-    const imported = await kkJson(['import', sb.path('one.tar'), '--store', sb.path('imported')]);
+    const imported = await kkJson(['import', sb.path('skopeo.tar'), '--store', sb.path('imported')]);
     expect(imported.versions).toBe(1);
     await pullExact(sb.path('imported'), '2.0.1', sb.path('v2'), 'out5');
-  });
+  }, 300_000);
 });
