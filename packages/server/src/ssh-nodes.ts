@@ -218,6 +218,11 @@ export class SshNodes {
       // Only nodes some target uses are probed in the background (the test probes any on demand).
       const used = new Set((await this.srv.control.fleet.targets()).map((t) => t.node));
       const now = Date.now();
+      // One query for the ssh nodes that have a task due, instead of a claim transaction per node.
+      const db = this.srv.control.cdb.db as unknown as Kysely<FleetDatabase>;
+      const due = new Set(
+        (await db.selectFrom('tasks').innerJoin('nodes', 'nodes.id', 'tasks.node').select('tasks.node').distinct().where('nodes.kind', '=', 'ssh').where('tasks.state', 'in', ['PENDING', 'RETRYING']).where('tasks.next_attempt_ms', '<=', now).execute()).map((r) => r.node),
+      );
       for (const n of nodes) {
         if (this.stopped) return;
         if (this.running.has(n.id)) continue;
@@ -225,7 +230,7 @@ export class SshNodes {
         // keeps it offline is final (login refused, host key): then an attempt fails with that cause.
         const down = n.status === 'OFFLINE' || (this.failures.get(n.id) ?? 0) >= OFFLINE_AFTER_FAILURES;
         const claimable = !down || this.reachable.get(n.id) === 'final';
-        if (n.schedulable && claimable && this.running.size < this.maxConcurrent) {
+        if (due.has(n.id) && n.schedulable && claimable && this.running.size < this.maxConcurrent) {
           const claim = await this.srv.control.fleet.claim(n.id);
           if (claim) {
             this.startRun(n, claim);
