@@ -32,6 +32,28 @@ describe.skipIf(!!unavailable)(`docker driver against the distribution registry$
   });
 });
 
+describe.skipIf(!!unavailable)('docker driver with Basic auth (htpasswd)', () => {
+  it('answers a Basic challenge with the URL credentials; a wrong password is AUTH', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'kk-docker-basic-'));
+    // bcrypt (cost 4) of "secret": the registry checks it on every request.
+    await writeFile(path.join(dir, 'htpasswd'), 'kk:$2b$04$5.2QNpPB1DBDQJlxpQmOu.b.QktXcHeuQmCFlmR9qQ0..SsjoTcwy\n');
+    const reg = await startRegistry({ htpasswd: path.join(dir, 'htpasswd') });
+    try {
+      const good = await openDriver(`docker://kk:secret@${reg.host}/kk/basic?insecure=true`);
+      await good.put!('objects/x', Buffer.from('basic'));
+      expect((await good.get('objects/x'))!.toString()).toBe('basic');
+      await good.close();
+      const bad = await openDriver(`docker://kk:wrong@${reg.host}/kk/basic?insecure=true`);
+      const err = await bad.get('objects/x').catch((e: unknown) => e);
+      expect(isKkError(err, 'AUTH'), String(err)).toBe(true);
+      await bad.close();
+    } finally {
+      await reg.stop();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('docker key mapping', () => {
   it('maps refs and channels to tags injectively and back; other keys to k_ tags', () => {
     const versions = ['1.0.0', '1.0.0+b_2', '1.0.0_pb', 'a__b', 'a_b', 'x+y', 'x_py', 'R-1.2'];
