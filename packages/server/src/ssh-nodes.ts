@@ -668,7 +668,7 @@ export async function testSshNode(srv: ServerContext, nodeId: string): Promise<S
   return (services.get(srv) ?? new SshNodes(srv)).test(nodeId);
 }
 
-/** The ssh node worker and its routes: GET/PUT /api/sync/nodes/{id}/ssh (the node's ssh settings). */
+/** The ssh node worker and its routes: GET/PUT /api/sync/nodes/{id}/ssh (the node's ssh settings; POST .../test in routes/sync.ts calls testSshNode). */
 export function registerSshNodes(srv: ServerContext, opts: SshNodesOptions = {}): SshNodes {
   const svc = new SshNodes(srv, opts);
   services.set(srv, svc);
@@ -690,12 +690,6 @@ export function registerSshNodes(srv: ServerContext, opts: SshNodesOptions = {})
       const b = await readJson<Record<string, unknown>>(c.req, 64 * 1024);
       await svc.putSettings(n.id, checkSettings(b));
       await sendJson(c.req, c.res, 200, { node: n.id, address: n.address, settings: await svc.settings(n.id) });
-    },
-  });
-  srv.router.add('POST', '/api/sync/nodes/{id}/ssh/test', {
-    handler: async (c) => {
-      const n = await sshNode(c);
-      await sendJson(c.req, c.res, 200, await svc.test(n.id));
     },
   });
   svc.start();

@@ -197,7 +197,7 @@ describe.skipIf(why !== undefined && process.env.CI !== 'true')('an ssh node on 
   it('promote v1 then v2: rsync makes the target hold v2 byte-exactly', async () => {
     const t = await call('POST', '/api/sync/targets', { project: 'shop', app: 'web', node: 's1', path: remote(), exclude: ['*.log'] });
     expect(t.status).toBe(201);
-    const test = await call('POST', `/api/sync/nodes/${nodeId}/ssh/test`);
+    const test = await call('POST', `/api/sync/nodes/${nodeId}/test`);
     expect(test.json).toMatchObject({ ok: true, status: 'ONLINE', checks: [{ check: 'ssh true', ok: true }, { check: `rsync --list-only ${remote()}`, ok: true }] });
     // The server trusted the host key on first use and recorded it.
     expect(await readFile(join(dir, 'known_hosts'), 'utf8')).toMatch(/ssh-ed25519/);
