@@ -10,11 +10,26 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Store, createMemoryDriver } from '@kk/core';
 import { KkServer, createKkServer } from '@kk/server';
 import { type SshdBackend, startSshd, sshdUnavailable } from '@kk/testkit';
-import { type Sandbox, sandbox } from './helpers.js';
+import { agentUnit } from '../src/commands/node/install.js';
+import { REPO_ROOT, type Sandbox, sandbox } from './helpers.js';
 
 const run = promisify(execFile);
 const admin = 'admin-node-install-test-0123456789';
 const why = sshdUnavailable();
+
+it('adapts packaging/kk-agent.service to the install prefix (system and user units)', async () => {
+  const template = await readFile(join(REPO_ROOT, 'packaging', 'kk-agent.service'), 'utf8');
+  const sys = agentUnit(template, { prefix: '/opt/kk', user: false, date: '2026-01-01T00:00:00Z' });
+  expect(sys).toMatch(/^# Written by kk node install on 2026-01-01T00:00:00Z/);
+  expect(sys).toContain('\nEnvironmentFile=/opt/kk/agent.env\n');
+  expect(sys).toContain('\nEnvironment=KK_AGENT_STATE_DIR=/opt/kk/state\n');
+  expect(sys).toContain('\nExecStart=/opt/kk/bin/kk agent\n');
+  expect(sys).toContain('\nWantedBy=multi-user.target');
+  expect(sys).not.toMatch(/^StateDirectory/m);
+  // Everything else of the template's service section is kept.
+  for (const l of ['KillSignal=SIGTERM', 'Restart=always', 'NoNewPrivileges=true']) expect(sys).toContain(`\n${l}\n`);
+  expect(agentUnit(template, { prefix: '/home/u/.kk/agent', user: true, date: 'd' })).toContain('\nWantedBy=default.target');
+});
 
 describe.skipIf(why !== undefined && process.env.CI !== 'true')('kk node install over ssh', () => {
   let sb: Sandbox;
