@@ -33,8 +33,6 @@ export interface StatusEntry {
   message: string;
 }
 
-export const FINAL = new Set(['success', 'failed', 'timeout', 'rolled_back', 'rollback_failed', 'canceled']);
-
 export async function deploysOf(node: string, limit = 20): Promise<DeployRecord[] | undefined> {
   try {
     const r = await get<{ items: DeployRecord[] }>(`/api/deploy/${enc(node)}/list`, { limit });

@@ -90,6 +90,8 @@ function connect(): void {
       return;
     }
     for (const e of STREAM.events(msg)) deliver(e);
+    const upTo = STREAM.caughtUp(msg);
+    if (upTo !== undefined && upTo > live.seq) live.seq = upTo;
   };
   s.onclose = (c) => {
     if (ws !== s) return;

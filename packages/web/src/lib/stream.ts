@@ -18,6 +18,11 @@ export const STREAM = {
     if (m?.op === 'event' && m.event) return [{ ...m.event, seq: m.seq ?? m.event.seq }];
     return [];
   },
+  /** `live` ends the replay: its seq is where a reconnect resumes even when nothing matched. */
+  caughtUp(msg: unknown): number | undefined {
+    const m = msg as { op?: string; seq?: number };
+    return m?.op === 'live' && typeof m.seq === 'number' ? m.seq : undefined;
+  },
   /** 4401 (token missing, unknown, expired, revoked), 4403 (no permission), 4400 (bad query). */
   isAuthFailure(code: number): boolean {
     return code === 4401 || code === 4403 || code === 4400;
