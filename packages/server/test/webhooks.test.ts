@@ -7,6 +7,7 @@ import { createServer, type IncomingHttpHeaders, type Server, type ServerRespons
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { HIDDEN_WEBHOOK_PREFIX } from '@kk/control';
 import { parseServerConfig } from '../src/index.js';
 import { call, openControl, publishFiles, startTestServer, waitFor, type TestServer } from './helpers.js';
 
@@ -215,6 +216,23 @@ describe('webhook deliveries', () => {
     expect(b!.body.id).toBe(a!.body.id);
     expect(b!.headers['x-kk-delivery-id']).not.toBe(a!.headers['x-kk-delivery-id']);
     expect(b!.raw.equals(a!.raw)).toBe(true);
+  });
+});
+
+describe("kk's hidden deploy-callback hooks", () => {
+  it('are neither listed nor reachable by id through the webhook API', async () => {
+    const control = await openControl(t);
+    try {
+      await control.webhooks.create({ name: 'callback', url: 'http://127.0.0.1:9/cb', events: ['deploy.success'] }, 'api', `${HIDDEN_WEBHOOK_PREFIX}0123456789abcdef`);
+    } finally {
+      await control.close();
+    }
+    const list = (await call(t.url, 'GET', '/webhooks?limit=500', { token: t.admin })).json();
+    expect(list.items.map((w: { id: string }) => w.id).filter((id: string) => id.startsWith(HIDDEN_WEBHOOK_PREFIX))).toEqual([]);
+    for (const [method, suffix] of [['GET', ''], ['DELETE', ''], ['GET', '/deliveries']] as const) {
+      const r = await call(t.url, method, `/webhooks/${HIDDEN_WEBHOOK_PREFIX}0123456789abcdef${suffix}`, { token: t.admin });
+      expect(r.status).toBe(404);
+    }
   });
 });
 

@@ -1,5 +1,6 @@
 // Administration: tokens (seed 5), webhooks at the seed's paths (seed 6.1, 9) with their
 // delivery logs, the audit query (seed 11) and the retention job (seed 6.3).
+import { HIDDEN_WEBHOOK_PREFIX } from '@kk/control';
 import { KkError } from '@kk/core';
 import { parseDuration } from '../config.js';
 import { badRequest, pageOf, paginate, readJson, sendJson } from '../http.js';
@@ -143,7 +144,8 @@ async function loadWebhook(srv: ServerContext, c: Call): Promise<Webhook> {
   // Without admin anywhere the answer is 403 for every webhook route, existing id or not.
   requireAdminAnywhere(c);
   const w = await srv.webhooks.get(c.params.id!);
-  if (!w || !visibleWebhook(c, w)) throw new KkError('NOT_FOUND', `webhook ${c.params.id} does not exist`);
+  // kk's hidden per-URL deploy-callback hooks are not webhooks a user manages (DESIGN 14).
+  if (!w || w.id.startsWith(HIDDEN_WEBHOOK_PREFIX) || !visibleWebhook(c, w)) throw new KkError('NOT_FOUND', `webhook ${c.params.id} does not exist`);
   return w;
 }
 
