@@ -45,7 +45,7 @@ export const MEDIA = {
   bytes: 'application/octet-stream',
 } as const;
 
-export const ANNOTATION_KEY = 'vnd.kk.key';
+const ANNOTATION_KEY = 'vnd.kk.key';
 const ANNOTATION_CREATED = 'org.opencontainers.image.created';
 /** Base64 of an object small enough to live in its manifest (INLINE_MAX). */
 const ANNOTATION_DATA = 'vnd.kk.data';

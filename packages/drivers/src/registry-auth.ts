@@ -107,11 +107,6 @@ export class RegistryAuth {
     private readonly lookup: () => Promise<RegistryCredentials | undefined> = () => dockerConfigCredentials(host),
   ) {}
 
-  /** True once a challenge was seen: requests then carry an Authorization header. */
-  get active(): boolean {
-    return this.challenge !== undefined;
-  }
-
   challenged(header: string | undefined): void {
     const c = header ? parseChallenge(header) : undefined;
     if (!c || (c.scheme !== 'bearer' && c.scheme !== 'basic')) {

@@ -1,5 +1,5 @@
 // A client for one repository of an OCI distribution registry (distribution-spec v1.1): blobs
-// (HEAD, GET with Range, monolithic or chunked upload, cross-repository mount), manifests (GET,
+// (HEAD, GET with Range, monolithic or chunked upload), manifests (GET,
 // HEAD, PUT, DELETE) and the tag list with Link pagination. undici keep-alive pool; auth by
 // RegistryAuth on the first 401; 5xx and network errors retried with jittered backoff. Registry
 // error bodies (`{"errors":[{"code":"BLOB_UNKNOWN",...}]}`) become KkErrors here, once.
@@ -33,11 +33,10 @@ export interface ManifestResponse {
   body: Buffer;
 }
 
-export const MEDIA_OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
-export const MEDIA_OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
+const MEDIA_OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
+const MEDIA_OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
 const MANIFEST_ACCEPT = [MEDIA_OCI_MANIFEST, MEDIA_OCI_INDEX, 'application/vnd.docker.distribution.manifest.v2+json', 'application/vnd.docker.distribution.manifest.list.v2+json'].join(', ');
 const REPOSITORY = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$/;
-export const TAG = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;
 
 type Access = 'pull' | 'push' | 'delete';
 
@@ -77,13 +76,13 @@ export class RegistryClient {
     this.chunkSize = opts.chunkSize ?? 32 * 1024 * 1024;
   }
 
-  private scope(access: Access, repository = this.repository): string {
-    return `repository:${repository}:${access === 'pull' ? 'pull' : access === 'push' ? 'pull,push' : 'delete'}`;
+  private scope(access: Access): string {
+    return `repository:${this.repository}:${access === 'pull' ? 'pull' : access === 'push' ? 'pull,push' : 'delete'}`;
   }
 
   /** One exchange, authorized, retried on 5xx/network errors; a 401 answers the challenge once. */
-  private async send(method: string, pathOrUrl: string, opts: { access: Access; headers?: Record<string, string>; body?: Buffer; ok: number[]; scope?: string }): Promise<Exchange> {
-    const scope = opts.scope ?? this.scope(opts.access);
+  private async send(method: string, pathOrUrl: string, opts: { access: Access; headers?: Record<string, string>; body?: Buffer; ok: number[] }): Promise<Exchange> {
+    const scope = this.scope(opts.access);
     for (let attempt = 0, challenged = false; ; attempt++) {
       const headers: Record<string, string> = { 'user-agent': 'kk-docker-driver', ...opts.headers };
       const authorization = await this.auth.authorize(scope);
@@ -195,24 +194,6 @@ export class RegistryClient {
       body: data,
       headers: { 'content-type': 'application/octet-stream', 'content-length': String(data.length) },
     });
-  }
-
-  /** Mounts blob `digest` from repository `from` of the same registry. False when the registry declined (then upload). */
-  async mountBlob(digest: string, from: string): Promise<boolean> {
-    const scope = `${this.scope('push')} ${this.scope('pull', from)}`;
-    const res = await this.send('POST', `${this.base}/blobs/uploads/?mount=${encodeURIComponent(digest)}&from=${encodeURIComponent(from)}`, { access: 'push', scope, ok: [201, 202], headers: { 'content-length': '0' } });
-    if (res.status === 202) {
-      // The registry opened an upload instead; cancel it.
-      await this.send('DELETE', this.location(res), { access: 'push', ok: [204, 404] }).catch(() => undefined);
-      return false;
-    }
-    return true;
-  }
-
-  /** Removes the blob from the repository. False when the registry does not allow deletes. */
-  async deleteBlob(digest: string): Promise<boolean> {
-    const res = await this.send('DELETE', `${this.base}/blobs/${digest}`, { access: 'delete', ok: [202, 404, 405] });
-    return res.status !== 405;
   }
 
   private location(res: Exchange): string {
