@@ -1,7 +1,8 @@
 // `kk node install ssh://...` (issue 12, seed 000 "auto install") against the testkit's sshd on
 // 127.0.0.1 and a real kk server: a host whose Node.js is too old is refused before anything is
 // copied; then kk copies itself to the host's prefix, writes agent.env and the unit file, starts
-// the agent with nohup (no systemd here), the agent enrols and the node shows ONLINE.
+// the agent with nohup (no systemd here), the agent enrols and the node shows ONLINE; installing
+// again upgrades in place: a new agent process, the same node.
 import { execFile } from 'node:child_process';
 import { chmod, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -110,5 +111,16 @@ describe.skipIf(why !== undefined && process.env.CI !== 'true')('kk node install
     expect(version.stdout).toMatch(/^kk\/\d+\.\d+\.\d+/);
     // The agent keeps its node token in its state dir, readable by it alone.
     expect((await stat(join(prefix(), 'state', 'agent.json'))).mode & 0o077).toBe(0);
+
+    // Again: an upgrade. The new release replaces the agent process; the node keeps its identity.
+    const pid1 = Number(await readFile(join(prefix(), 'agent.pid'), 'utf8'));
+    const again = await sb.kkJson(['node', 'install', ...sshFlags(), '--server', url, '--registration-token', reg, '--prefix', prefix(), '--name', 'installed-1', '--start', 'nohup', '--token', admin]);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.json).toMatchObject({ node: node.id, name: 'installed-1', started: 'nohup', status: 'ONLINE' });
+    const pid2 = Number(await readFile(join(prefix(), 'agent.pid'), 'utf8'));
+    expect(pid2).not.toBe(pid1);
+    // The old agent is gone (a zombie nobody reaped yet counts as gone).
+    expect(await readFile(`/proc/${pid1}/stat`, 'utf8').then((t) => !/^\d+ \(.*\) Z /.test(t), () => false)).toBe(false);
+    expect((await call('GET', '/api/sync/nodes')).json.items.filter((n: { name: string }) => n.name === 'installed-1')).toHaveLength(1);
   }, 180_000);
 });

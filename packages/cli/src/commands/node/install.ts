@@ -414,13 +414,17 @@ export default class NodeInstall extends KkCommand<typeof NodeInstall> {
       ? `mkdir -p ~/.config/systemd/user && cp ${sq(`${prefix}/kk-agent.service`)} ~/.config/systemd/user/kk-agent.service && systemctl --user daemon-reload && systemctl --user enable kk-agent && systemctl --user restart kk-agent`
       : `install -m 0644 ${sq(`${prefix}/kk-agent.service`)} /etc/systemd/system/kk-agent.service && systemctl daemon-reload && systemctl enable kk-agent && systemctl restart kk-agent`;
     let started: InstallResult['started'] = 'none';
+    let logLines = 0;
     const startCommand = mode === 'systemd' ? systemdCmd : `${prefix}/bin/kk-agent-start`;
     if (mode === 'none') {
       step(5, 'not starting the agent (no systemd there); on the host, run:');
       process.stderr.write(`    ${startCommand}\n    (the agent in the background with nohup, log in ${prefix}/agent.log; or under systemd: ${systemdCmd})\n`);
     } else {
       step(5, mode === 'systemd' ? `starting the agent with systemd (${userUnit ? 'user unit; run `loginctl enable-linger` for it to outlive logins' : '/etc/systemd/system/kk-agent.service'})` : `starting the agent with nohup (log: ${prefix}/agent.log)`);
-      const st = await ssh(opts, target, `sh -c ${sq(`${mode === 'systemd' ? systemdCmd : sq(`${prefix}/bin/kk-agent-start`)} && echo "kk-install: started"`)}`);
+      // With nohup, the agent's log says when the new process runs (an upgrade finds the old agent.json already there).
+      const mark = `echo "kk-install: loglines $(cat ${sq(`${prefix}/agent.log`)} 2>/dev/null | wc -l)"`;
+      const st = await ssh(opts, target, `sh -c ${sq(`${mode === 'systemd' ? systemdCmd : `${mark} && ${sq(`${prefix}/bin/kk-agent-start`)}`} && echo "kk-install: started"`)}`);
+      logLines = Number(said(st.stdout).loglines ?? 0) || 0;
       if (st.status !== 0 || !said(st.stdout).started) throw sshFailure(st, where, 'starting the agent');
       started = mode === 'systemd' ? (userUnit ? 'systemd-user' : 'systemd') : 'nohup';
     }
@@ -433,7 +437,9 @@ export default class NodeInstall extends KkCommand<typeof NodeInstall> {
       const check = [
         `cd ${sq(prefix)}`,
         `i=0; while [ $i -lt ${f.wait * 2} ]; do`,
-        '  if [ -s state/agent.json ]; then break; fi',
+        started === 'nohup'
+          ? `  if [ -s state/agent.json ] && tail -n +${logLines + 1} agent.log 2>/dev/null | grep -q 'running against'; then break; fi`
+          : '  if [ -s state/agent.json ]; then break; fi',
         `  if [ -f agent.pid ] && ! kill -0 "$(cat agent.pid)" 2>/dev/null && [ ${sq(started)} = nohup ]; then echo "kk-install: died yes"; break; fi`,
         '  sleep 0.5; i=$((i+1))',
         'done',
