@@ -299,7 +299,17 @@ export async function pull(opts: PullOptions): Promise<PullResult> {
     let manifest: Manifest;
     let digest: Digest;
     let opened: Store | undefined;
-    const getStore = async () => (opened ??= await openStore(opts.store));
+    const getStore = async () => {
+      if (opened) return opened;
+      const store = await openStore(opts.store);
+      if (opts.manifest) {
+        // Packed chunks are found through the chunk map the version's ref names: a store opened
+        // for a rollback has read no ref yet. A ref that is gone: loose chunks only.
+        // (getRef makes the Store consult that chunk map; every chunk is still checked by its digest.)
+        await store.getRef(opts.project, opts.app, opts.manifest.manifest.version).catch(() => undefined);
+      }
+      return (opened = store);
+    };
     if (opts.manifest) {
       ({ manifest, digest } = opts.manifest);
     } else {
