@@ -828,7 +828,7 @@ async function stageFiles(
       const f = plan.write[part[j]!]!.file;
       if (!('sha256' in r) || r.sha256 !== f.sha256 || r.size !== f.size) {
         throw new KkError('CHUNK_CORRUPT', `${f.path}: its chunks verify but the assembled file does not match its sha256 ${f.sha256}`, {
-          hint: 'the manifest is wrong for this file: re-push the version from its build; nothing was changed',
+          hint: 'nothing was changed; if files in the directory changed while kk pulled (its local copies feed the new file), pull again; otherwise the manifest is wrong for this file: re-push the version from its build',
           details: { path: f.path, expected: f.sha256, actual: 'sha256' in r ? r.sha256 : r.reason },
         });
       }
