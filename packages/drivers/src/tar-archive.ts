@@ -4,8 +4,8 @@
 // devices, other names and duplicates are refused, and every blob read whole is checked against
 // its name. Writers append blobs, then a new `index.json`, then the end blocks, under a lock file;
 // whatever follows the last complete `index.json` of an interrupted write is cut off by the next
-// writer. Deleting only drops index entries; close() compacts the file into a new one (renamed
-// over the old) when most of it is dead.
+// writer. Deleting only drops index entries; a writer's close() compacts the file into a new one
+// (renamed over the old) when most of it is dead (deleted objects, superseded index.json files).
 import { createHash } from 'node:crypto';
 import { constants as fsc } from 'node:fs';
 import { type FileHandle, mkdir, open, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
@@ -69,7 +69,6 @@ export class TarArchive implements OciBackend {
   private layout: Layout = { blobs: new Map(), index: [], end: 0, hasLayoutFile: false };
   private locked = false;
   private dirty = false;
-  private removed = false;
   private queue: Promise<unknown> = Promise.resolve();
   private closed = false;
 
@@ -201,7 +200,6 @@ export class TarArchive implements OciBackend {
       const desc: IndexDescriptor = { mediaType, digest, size: body.length, annotations: { [REF_NAME]: reference } };
       if (i >= 0) {
         this.layout.index[i] = desc;
-        this.removed = true;
       } else {
         this.layout.index.push(desc);
       }
@@ -215,10 +213,7 @@ export class TarArchive implements OciBackend {
       await this.writable();
       const before = this.layout.index.length;
       this.layout.index = this.layout.index.filter((d) => d.digest !== digest);
-      if (this.layout.index.length !== before) {
-        this.dirty = true;
-        this.removed = true;
-      }
+      if (this.layout.index.length !== before) this.dirty = true;
     });
     return true;
   }
@@ -290,7 +285,6 @@ export class TarArchive implements OciBackend {
         await this.fd!.close();
         this.fd = await open(this.file, 'r+');
         this.layout = { blobs, index: this.layout.index, end, hasLayoutFile: true };
-        this.removed = false;
         return { before, after: end + 2 * BLOCK };
       } catch (err) {
         await out.close().catch(() => undefined);
@@ -321,7 +315,8 @@ export class TarArchive implements OciBackend {
     if (this.closed) return;
     try {
       await this.flush();
-      if (this.locked && this.removed) {
+      // Dead bytes: deleted or replaced objects, and every index.json but the last.
+      if (this.locked) {
         const live = await this.reachable();
         const liveBytes = live.reduce((n, d) => n + this.layout.blobs.get(d)!.size + BLOCK, 0);
         if (this.layout.end > 1 << 20 && liveBytes < this.layout.end * (1 - (this.opts.compactRatio ?? 0.5))) await this.compact();
