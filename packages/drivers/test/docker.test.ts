@@ -173,6 +173,23 @@ describe.skipIf(!!unavailable)('docker driver: credentials and what a push costs
     }
   });
 
+  it('uploads big blobs in PATCH chunks and reads them back whole and by range', async () => {
+    const d = createDockerDriver({ host: reg.host, repository: 'kk/chunked', insecure: true, credentials: { username: 'kk', password: 'secret' }, chunkSize: 1024 * 1024 });
+    try {
+      const data = Buffer.alloc(3.5 * 1024 * 1024);
+      for (let i = 0; i < data.length; i += 4) data.writeUInt32BE(i, i);
+      await d.put('objects/small', Buffer.from('warms up the token and the empty config blob'));
+      const before = d.client.requests;
+      await d.put('objects/big', data);
+      // HEAD, POST, 4 PATCHes, PUT, then the manifest.
+      expect(d.client.requests - before).toBe(8);
+      expect((await d.get('objects/big'))!.equals(data)).toBe(true);
+      expect((await d.get('objects/big', { start: 1024 * 1024 - 2, end: 1024 * 1024 + 5 }))!.equals(data.subarray(1024 * 1024 - 2, 1024 * 1024 + 6))).toBe(true);
+    } finally {
+      await d.close();
+    }
+  });
+
   it('openDriver takes user:password from the URL; a pushed version costs a few requests per pack, a second push only its new pack', async () => {
     await dockerConfig({});
     const url = `docker://kk:secret@${reg.host}/kk/cost?insecure=true`;
