@@ -191,13 +191,14 @@ export function attachEventStream(srv: ServerContext, http: Server, opts: EventS
       });
     });
 
-  async function replay(c: Conn) {
+  /** Send from the database up to `upTo` (the seq the hello named) and the tail's cursor, then join the tail. */
+  async function replay(c: Conn, upTo: number) {
     const visible = c.principal.scope.kind === 'global' ? undefined : c.principal.scope.kind === 'project' ? { project: c.principal.scope.project } : { project: c.principal.scope.project, apps: c.principal.scope.apps };
     const filter = { ...(c.project ? { project: c.project } : {}), ...(c.app ? { app: c.app } : {}), ...(visible ? { visible } : {}), ...(c.types && c.types.exact.size === 1 && !c.types.prefixes.length ? { type: [...c.types.exact][0]! } : {}) };
     for (;;) {
       if (!conns.has(c)) return;
       // Caught up with the tail: join it in the same tick, so no event falls between the two.
-      if (c.cursor >= cursor) {
+      if (c.cursor >= cursor && c.cursor >= upTo) {
         c.live = true;
         live.add(c);
         send(c, { op: 'live', seq: c.cursor });
@@ -278,7 +279,7 @@ export function attachEventStream(srv: ServerContext, http: Server, opts: EventS
     });
     send(c, { op: 'hello', protocol: EVENT_STREAM_PROTOCOL, seq: current, since: c.cursor, token: principal.tokenId });
     try {
-      await replay(c);
+      await replay(c, current);
     } catch (err) {
       srv.log.error('event stream: replay failed', { err: String((err as Error)?.message ?? err) });
       closeConn(c, STREAM_CLOSE.INTERNAL, 'reading events failed; reconnect');
