@@ -175,7 +175,7 @@ describe('openDriver', () => {
     const err = await openDriver('gopher://host/store').catch((e: unknown) => e);
     expect(isKkError(err, 'CONFIG_INVALID')).toBe(true);
     // Other schemes (ssh, ...) join the list as their drivers register.
-    expect((err as Error).message).toMatch(/^unknown store scheme "gopher:" — supported: file, http, https, s3(, [a-z0-9+]+)*$/);
+    expect((err as Error).message).toMatch(/^unknown store scheme "gopher:" — supported: (docker, )?file, http, https, s3(, [a-z0-9+]+)*$/);
   });
 
   it('rejects a file URL with a remote host', async () => {
