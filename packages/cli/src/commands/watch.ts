@@ -27,7 +27,7 @@ export function eventLine(e: Ev): string {
 
 export default class Watch extends KkCommand<typeof Watch> {
   static override summary = 'Print the server\'s events as they happen (nodes, targets, sync tasks, deploys, pushes, promotes).';
-  static override description = `Opens the server's event stream (a WebSocket at ${EVENT_STREAM_PATH}). With --since it first prints every event after that seq, then follows live; without, only new events. A lost connection (server restart, network) is reopened with backoff from the last seq seen, so nothing is missed or printed twice. --json prints one JSON object per event and line. Ctrl-C stops it (exit 0).`;
+  static override description = `Opens the server's event stream (a WebSocket at ${EVENT_STREAM_PATH}). With --since it first prints every event after that seq, then follows live; without, only new events. A lost connection (server restart, network) is reopened with backoff from the last seq seen, so nothing is missed or printed twice. --json prints one JSON object per event and line, and the summary document when it stops. Ctrl-C stops it (exit 0).`;
   static override examples = [
     '<%= config.bin %> watch',
     '<%= config.bin %> watch --since 1200 --type task.failed --type sync.*',
