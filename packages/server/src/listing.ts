@@ -3,13 +3,65 @@
 // server sees its first version (server/index/...), and derived from its refs for stores
 // written without the server. Every listing asks the store which names exist, so instances
 // sharing a store agree at once; only immutable data (creation times, refs) is cached.
+//
+// Projects (2000+, seed 10.3): each instance keeps the list sorted by creation time, keyed by
+// the store's name listing. A listing re-lists the names (one listChildren) and, when they are
+// the same as last time, answers from the sorted list as it is; otherwise only the added names'
+// times are read and merged in, the removed ones dropped. So there is no staleness: a project
+// pushed or deleted through any instance shows on the next listing. A cold start reads the
+// times from one snapshot object (server/index/project-times, rewritten at most once a minute
+// by whichever instance read times one by one) and only the names it lacks one by one, 64 at
+// a time. First-seen times are immutable and their index objects never deleted, so a snapshot
+// is never wrong, only incomplete.
 import { type Store, type VersionInfo, forEachLimit } from '@kk/core';
 import type { AppItem, ChannelItem, ListingApi, ProjectItem, ServerContext, VersionItem } from './context.js';
+import type { Page, Paged } from './http.js';
 
 export type { AppItem, ChannelItem, ProjectItem, VersionItem };
 
 const projectIndex = (p: string) => `server/index/projects/${p}`;
 const appIndex = (p: string, a: string) => `server/index/apps/${p}/${a}`;
+/** `{"projects":{"name":"created",...}}`: a cache of the per-project index objects, in one object. */
+export const PROJECT_TIMES = 'server/index/project-times';
+const SNAPSHOT_EVERY_MS = 60_000;
+const COLD_READS = 64;
+
+interface SortedProjects {
+  /** The store's name listing this list was built from (sorted, as listChildren returns it). */
+  names: readonly string[];
+  /** Projects with a creation time, ascending by (created, name). */
+  items: ProjectItem[];
+}
+
+const byCreated = (a: { name: string; created: string }, b: { name: string; created: string }): number =>
+  a.created !== b.created ? (a.created < b.created ? -1 : 1) : a.name === b.name ? 0 : a.name < b.name ? -1 : 1;
+
+const sameNames = (a: readonly string[], b: readonly string[]): boolean => a.length === b.length && a.every((n, i) => n === b[i]);
+
+/** Merge two lists sorted by byCreated. */
+function merge<T extends { name: string; created: string }>(a: T[], b: T[]): T[] {
+  if (b.length === 0) return a;
+  const out: T[] = [];
+  let i = 0;
+  let j = 0;
+  while (i < a.length && j < b.length) out.push(byCreated(a[i]!, b[j]!) <= 0 ? a[i++]! : b[j++]!);
+  while (i < a.length) out.push(a[i++]!);
+  while (j < b.length) out.push(b[j++]!);
+  return out;
+}
+
+/**
+ * A page cut from a list already sorted ascending by (created, name): `order=desc` reads it from
+ * the end (ties by name descending, as paginate() sorts them). No copy of the whole list, no sort.
+ */
+export function pageSorted<T>(sorted: readonly T[], page: Page): Paged<T> {
+  const n = sorted.length;
+  let items: T[];
+  if (page.order === 'asc') items = sorted.slice(page.offset, page.offset + page.limit);
+  else items = sorted.slice(Math.max(0, n - page.offset - page.limit), Math.max(0, n - page.offset)).reverse();
+  const next = page.offset + items.length;
+  return { items, total: n, limit: page.limit, offset: page.offset, order: page.order, next_offset: next < n ? next : null };
+}
 
 export class Listing implements ListingApi {
   private readonly store: Store;
@@ -18,15 +70,86 @@ export class Listing implements ListingApi {
     this.store = srv.store;
   }
 
-  /** Projects with versions, read fresh (one listing); creation times come from the cache. */
+  private sorted?: SortedProjects;
+  private rebuilding?: { names: readonly string[]; done: Promise<SortedProjects> };
+  private snapshot?: Promise<Map<string, string>>;
+  private snapshotAt = 0;
+  private snapshotWriting = false;
+
+  /**
+   * Projects with versions, ascending by (created, name), from one fresh name listing. The array
+   * is shared between calls: callers filter or slice it, never change it.
+   */
   async projects(): Promise<ProjectItem[]> {
     const names = await this.store.listProjects();
-    const out: ProjectItem[] = [];
-    await forEachLimit(names, 32, async (name) => {
-      const created = await this.projectCreated(name);
-      if (created) out.push({ name, created });
-    });
-    return out;
+    const cur = this.sorted;
+    if (cur && sameNames(cur.names, names)) return cur.items;
+    const r = this.rebuilding;
+    if (r && sameNames(r.names, names)) return (await r.done).items;
+    const done = this.rebuild(names, cur);
+    this.rebuilding = { names, done };
+    try {
+      const next = await done;
+      this.sorted = next;
+      return next.items;
+    } finally {
+      if (this.rebuilding?.done === done) this.rebuilding = undefined;
+    }
+  }
+
+  private async rebuild(names: readonly string[], prev: SortedProjects | undefined): Promise<SortedProjects> {
+    const wanted = new Set(names);
+    const kept = prev ? prev.items.filter((p) => wanted.has(p.name)) : [];
+    const known = new Set(kept.map((p) => p.name));
+    const times = await this.loadSnapshot();
+    const added: ProjectItem[] = [];
+    let read = 0;
+    await forEachLimit(
+      names.filter((n) => !known.has(n)),
+      COLD_READS,
+      async (name) => {
+        let created = times.get(name);
+        if (!created) {
+          created = await this.projectCreated(name);
+          if (created) read++;
+        }
+        if (created) added.push({ name, created });
+      },
+    );
+    const items = merge(kept, added.sort(byCreated));
+    if (read > 0) this.saveSnapshot(times, items);
+    return { names, items };
+  }
+
+  /** The snapshot of project times, read once per instance (missing or unreadable: empty). */
+  private loadSnapshot(): Promise<Map<string, string>> {
+    this.snapshot ??= (async () => {
+      const times = new Map<string, string>();
+      try {
+        const raw = await this.store.driver.get(PROJECT_TIMES);
+        const doc = raw ? (JSON.parse(raw.toString('utf8')) as { projects?: Record<string, unknown> }) : undefined;
+        for (const [name, created] of Object.entries(doc?.projects ?? {})) if (typeof created === 'string') times.set(name, created);
+      } catch (err) {
+        this.srv.log.warn('project times snapshot not read; reading each project\'s index', { key: PROJECT_TIMES, err: String(err) });
+      }
+      return times;
+    })();
+    return this.snapshot;
+  }
+
+  /** Rewrite the snapshot with what this instance knows, at most once a minute, in the background. */
+  private saveSnapshot(times: Map<string, string>, items: ProjectItem[]): void {
+    if (this.snapshotWriting || Date.now() - this.snapshotAt < SNAPSHOT_EVERY_MS) return;
+    this.snapshotWriting = true;
+    this.snapshotAt = Date.now();
+    for (const p of items) times.set(p.name, p.created);
+    const body = Buffer.from(JSON.stringify({ projects: Object.fromEntries(times) }));
+    this.store.writer
+      .put(PROJECT_TIMES, body)
+      .catch((err: unknown) => this.srv.log.warn('project times snapshot not written', { key: PROJECT_TIMES, err: String(err) }))
+      .finally(() => {
+        this.snapshotWriting = false;
+      });
   }
 
   async apps(project: string): Promise<AppItem[]> {

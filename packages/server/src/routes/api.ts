@@ -5,6 +5,7 @@ import { type Digest, KkError, assertAppName, assertChannelName, assertProjectNa
 import { badRequest, pageOf, paginate, readJson, sendBytes, sendJson } from '../http.js';
 import type { Call, ServerContext } from '../context.js';
 import { formatScope, may } from '../tokens.js';
+import { pageSorted } from '../listing.js';
 import { deleteVersion } from './objects.js';
 
 const READ = ['pull', 'push', 'promote'] as const;
@@ -38,8 +39,10 @@ async function listProjects(srv: ServerContext, c: Call): Promise<void> {
   const seq = await srv.control.events.current();
   const scope = c.principal.scope;
   const q = searchOf(c.query);
-  const all = (await srv.listing.projects()).filter((p) => (scope.kind === 'global' || scope.project === p.name) && (!q || p.name.toLowerCase().includes(q)));
-  await sendJson(c.req, c.res, 200, { ...paginate(all, page, (p) => p.created, (p) => p.name), seq });
+  // The listing is sorted already (by creation time, then name): filter it, cut the page.
+  const sorted = await srv.listing.projects();
+  const all = scope.kind === 'global' && !q ? sorted : sorted.filter((p) => (scope.kind === 'global' || scope.project === p.name) && (!q || p.name.toLowerCase().includes(q)));
+  await sendJson(c.req, c.res, 200, { ...pageSorted(all, page), seq });
 }
 
 async function listApps(srv: ServerContext, c: Call): Promise<void> {
