@@ -1,7 +1,9 @@
-// The fleet end to end (issue 12, acceptance 1 and 2 for agent nodes): a real `kk serve` and
-// three real `kk agent` processes on this machine, each with its own state dir and target.
-// Promote v2: every target holds v2 byte for byte (rsync -rcn), and the committed event log
-// shows at most max_parallel_nodes (2) tasks running at once. One agent is killed with SIGKILL
+// The fleet end to end (issue 12, acceptance 1 and 2): a real `kk serve`, three real `kk agent`
+// processes on this machine (each with its own state dir and target) and one ssh node (the
+// testkit's sshd on 127.0.0.1, synced by the server with rsync), all targets of one app.
+// Promote v2: every target holds v2 byte for byte (rsync -rcn), the ssh node's task log shows
+// rsync, and the tasks' attempt start/finish times never have more than max_parallel_nodes (2)
+// running at once across all four. One agent is killed with SIGKILL
 // mid-task: its lease expires, the node goes OFFLINE, a report naming the dead attempt is
 // refused, and the task is retried when the agent is back. Then the server is stopped right
 // after a promote of v3 and started again on the same port: every target converges on v3.
@@ -11,10 +13,12 @@ import { readFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type SshdBackend, startSshd } from '@kk/testkit';
 import { KK_BIN, type Sandbox, cleanEnv, pseudoRandom, rsyncDifferences, sandbox, writeTree } from './helpers.js';
 
 const admin = `admin-${randomBytes(12).toString('hex')}`;
-const FLEET_ENV = { KK_FLEET_HEARTBEAT_MS: '500', KK_FLEET_LEASE_MS: '3000', KK_FLEET_OFFLINE_MS: '3000', KK_FLEET_SWEEP_MS: '300' };
+const FLEET_ENV = { KK_FLEET_HEARTBEAT_MS: '500', KK_FLEET_LEASE_MS: '3000', KK_FLEET_OFFLINE_MS: '3000', KK_FLEET_SWEEP_MS: '300', KK_SSH_POLL_MS: '300' };
+const TARGETS = ['a1', 'a2', 'a3', 's1'];
 
 async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -37,8 +41,9 @@ async function until<T>(what: string, ms: number, fn: () => Promise<T | undefine
   }
 }
 
-describe('fleet: kk serve + 3 kk agent', () => {
+describe('fleet: kk serve + 3 kk agent + 1 ssh node', () => {
   let sb: Sandbox;
+  let sshd: SshdBackend;
   let port: number;
   let url: string;
   let server: ChildProcess | undefined;
@@ -93,7 +98,7 @@ describe('fleet: kk serve + 3 kk agent', () => {
     try {
       await until(`every target on ${version}`, ms, async () => {
         const v = (await tasks()).filter((t) => t.version === version);
-        return v.length === 3 && v.every((t) => t.state === 'SUCCESS') ? true : undefined;
+        return v.length === TARGETS.length && v.every((t) => t.state === 'SUCCESS') ? true : undefined;
       });
     } catch (err) {
       const state = (await tasks().catch(() => [])).map((t) => `${t.id} ${t.node} ${t.version} ${t.state} attempts=${t.attempts} ${t.error ? `${t.error.code}: ${t.error.reason}` : ''}`);
@@ -111,6 +116,7 @@ describe('fleet: kk serve + 3 kk agent', () => {
   beforeAll(async () => {
     const t0 = Date.now();
     sb = await sandbox();
+    sshd = await startSshd();
     port = await freePort();
     url = `http://127.0.0.1:${port}`;
     for (const v of ['v1', 'v2', 'v3']) {
@@ -137,10 +143,11 @@ describe('fleet: kk serve + 3 kk agent', () => {
   afterAll(async () => {
     await Promise.all([...agents.values()].map((a) => stop(a, 'SIGKILL')));
     await stop(server, 'SIGKILL');
+    await sshd?.stop();
     await sb?.cleanup();
   });
 
-  it('promote v2: three agents converge byte for byte, never more than 2 at once; a SIGKILLed agent\'s task is retried when it is back', async () => {
+  it('promote v2: three agents and an ssh node converge byte for byte, never more than 2 at once; a SIGKILLed agent\'s task is retried when it is back', async () => {
     t0 = Date.now();
     for (const n of ['a1', 'a2', 'a3']) startAgent(n, true);
     await until('three ONLINE nodes', 30_000, async () => {
@@ -157,14 +164,18 @@ describe('fleet: kk serve + 3 kk agent', () => {
     const added = await sb.kkJson(['target', 'add', '--server', url, '--token', admin, '-p', 'shop', '-a', 'web', '--node', 'a1', '--path', sb.path('targets', 'a1')]);
     expect(added.code, added.stderr).toBe(0);
     expect(added.json).toMatchObject({ project: 'shop', app: 'web', path: sb.path('targets', 'a1'), strategy: 'mirror', follows: 'promoted' });
-    for (const n of ['a2', 'a3']) expect((await api('POST', '/api/sync/targets', { project: 'shop', app: 'web', node: n, path: sb.path('targets', n) })).status).toBe(201);
+    // The ssh node: the server logs in to the testkit's sshd with its key (host key trusted on first use).
+    const ssh = await api('POST', '/api/sync/nodes', { name: 's1', kind: 'ssh', address: `${sshd.user}@127.0.0.1:${sshd.port}` });
+    expect(ssh.status).toBe(201);
+    expect((await api('PUT', `/api/sync/nodes/${ssh.json.id}/ssh`, { identity_file: sshd.keyFile })).status).toBe(200);
+    for (const n of ['a2', 'a3', 's1']) expect((await api('POST', '/api/sync/targets', { project: 'shop', app: 'web', node: n, path: sb.path('targets', n) })).status).toBe(201);
     expect((await api('PUT', '/api/sync/projects/shop', { max_parallel_nodes: 2 })).status).toBe(200);
 
     const promoted = await sb.kk(['promote', '-p', 'shop', '-a', 'web', '--version', 'v2'], { cwd: sb.path('ci') });
     expect(promoted.code, promoted.stderr).toBe(0);
-    // The first node seen running a task is the victim: SIGKILL it mid-task.
+    // The first agent node seen running a task is the victim: SIGKILL it mid-task.
     mark('promoted');
-    const running = await until('a running task', 30_000, async () => (await tasks('RUNNING'))[0]);
+    const running = await until('a running task on an agent', 30_000, async () => (await tasks('RUNNING')).find((t) => nodes.some((n) => n.id === t.node)));
     const victim = nodes.find((n) => n.id === running.node)!;
     await stop(agents.get(victim.name), 'SIGKILL');
     const victimToken = JSON.parse(await readFile(sb.path('agents', victim.name, 'agent.json'), 'utf8')).token as string;
@@ -185,21 +196,45 @@ describe('fleet: kk serve + 3 kk agent', () => {
     startAgent(victim.name, false);
     await converged('v2', 120_000);
     mark('converged v2');
-    for (const n of ['a1', 'a2', 'a3']) expect(await rsyncDifferences(sb.path('builds', 'v2'), sb.path('targets', n))).toBe('');
+    for (const n of TARGETS) expect(await rsyncDifferences(sb.path('builds', 'v2'), sb.path('targets', n))).toBe('');
+    // The ssh node was synced by rsync (the server's command line and rsync's itemized changes in its log).
+    const sshTask = (await api('GET', `/api/sync/tasks/${(await tasks()).find((t) => t.node === ssh.json.id && t.version === 'v2')!.id}`)).json;
+    expect(sshTask.result).toMatchObject({ via: 'rsync' });
+    const sshLines = sshTask.logs.map((l: { line: string }) => l.line) as string[];
+    expect(sshLines.some((l) => /^rsync -az --delete --delay-updates --safe-links --exclude-from=/.test(l))).toBe(true);
+    expect(sshLines).toContain('<f+++++++++ only-v2.txt');
     const retried = (await api('GET', `/api/sync/tasks/${running.id}`)).json;
     expect(retried.attempts).toBeGreaterThanOrEqual(2);
     expect(retried.logs.map((l: { line: string }) => l.line).join('\n')).toMatch(/attempt 1 failed: LEASE_EXPIRED/);
 
-    // Never more than 2 running at once: replay the committed transitions in seq order.
-    const events = (await api('GET', '/api/v1/events?limit=500')).json.items as { type: string; project?: string }[];
+    // Never more than 2 running at once across all four nodes: each attempt runs from its task.running
+    // event to the task's next end (succeeded, failed, retrying, canceled), at the times the server
+    // recorded; the first start and the last end are the task's own started/finished.
+    const events = (await api('GET', '/api/v1/events?limit=500')).json.items as { type: string; time: string; project?: string; details?: { task?: string } }[];
+    const open = new Map<string, number>();
+    const windows: { task: string; from: number; to: number }[] = [];
+    for (const e of events.filter((x) => x.project === 'shop' && x.details?.task)) {
+      const id = e.details!.task!;
+      if (e.type === 'task.running') open.set(id, Date.parse(e.time));
+      else if (['task.succeeded', 'task.failed', 'task.retrying', 'task.canceled'].includes(e.type) && open.has(id)) {
+        windows.push({ task: id, from: open.get(id)!, to: Date.parse(e.time) });
+        open.delete(id);
+      }
+    }
+    const v2 = (await tasks()).filter((t) => t.version === 'v2');
+    expect(v2.map((t) => t.node).sort()).toEqual([...nodes.map((n) => n.id), ssh.json.id].sort());
+    for (const t of v2) {
+      const w = windows.filter((x) => x.task === t.id);
+      expect(w.length, `attempt windows of ${t.id}`).toBe(t.attempts);
+      expect(Math.min(...w.map((x) => x.from))).toBe(Date.parse(t.started));
+      expect(Math.max(...w.map((x) => x.to))).toBe(Date.parse(t.finished));
+    }
+    // Sweep: at equal times an end comes before a start (a slot released and taken in the same ms).
+    const points = windows.flatMap((w) => [{ t: w.from, d: 1 }, { t: w.to, d: -1 }]).sort((a, b) => a.t - b.t || a.d - b.d);
     let now = 0;
     let max = 0;
-    for (const e of events.filter((x) => x.project === 'shop')) {
-      if (e.type === 'task.running') now++;
-      if (['task.succeeded', 'task.failed', 'task.retrying', 'task.canceled'].includes(e.type) && now > 0) now--;
-      max = Math.max(max, now);
-    }
-    expect(events.filter((e) => e.type === 'task.running').length).toBeGreaterThanOrEqual(4);
+    for (const p of points) max = Math.max(max, (now += p.d));
+    expect(windows.length).toBeGreaterThanOrEqual(5);
     expect(max).toBeLessThanOrEqual(2);
     expect(max).toBeGreaterThanOrEqual(1);
   }, 240_000);
@@ -214,7 +249,7 @@ describe('fleet: kk serve + 3 kk agent', () => {
     mark('server restarted');
     await converged('v3', 120_000);
     mark('converged v3');
-    for (const n of ['a1', 'a2', 'a3']) expect(await rsyncDifferences(sb.path('builds', 'v3'), sb.path('targets', n))).toBe('');
+    for (const n of TARGETS) expect(await rsyncDifferences(sb.path('builds', 'v3'), sb.path('targets', n))).toBe('');
     const st = await sb.kkJson(['target', 'status', '--server', url, '--token', admin, (await api('GET', '/api/sync/targets?project=shop')).json.items[0].id]);
     expect(st.json.history[0]).toMatchObject({ to_version: 'v3', status: 'SUCCESS' });
     // SIGTERM: each agent stops cleanly.
