@@ -1,14 +1,19 @@
 // Projects, apps and versions with their creation times (seed 6.1: "sorted by creation time").
 // A version's time is its ref's `created`; a project's or app's is recorded once, when the
 // server sees its first version (server/index/...), and derived from its refs for stores
-// written without the server. Every listing asks the store which names exist, so instances
-// sharing a store agree at once; only immutable data (creation times, refs) is cached.
+// written without the server. Every listing of apps and versions asks the store which names
+// exist, so instances sharing a store agree at once; only immutable data (creation times, refs)
+// is cached.
 //
 // Projects (2000+, seed 10.3): each instance keeps the list sorted by creation time, keyed by
-// the store's name listing. A listing re-lists the names (one listChildren) and, when they are
-// the same as last time, answers from the sorted list as it is; otherwise only the added names'
-// times are read and merged in, the removed ones dropped. So there is no staleness: a project
-// pushed or deleted through any instance shows on the next listing. A cold start reads the
+// the store's name listing. When the names are the same as last time a listing answers from the
+// sorted list as it is; otherwise only the added names' times are read and merged in, the
+// removed ones dropped. The names are re-listed (one listChildren) unless the control
+// database's event seq is what it was at the last listing, this instance pushed nothing since,
+// and that listing is under 5 s old: every push and delete through any instance sharing the
+// control database records an event before it answers, so those show on the next listing at
+// once; only refs written or deleted behind the servers' back (a store used directly, an event
+// whose write failed) may take up to 5 s to show. A cold start reads the
 // times from one snapshot object (server/index/project-times, rewritten at most once a minute
 // by whichever instance read times one by one) and only the names it lacks one by one, 64 at
 // a time. First-seen times are immutable and their index objects never deleted, so a snapshot
@@ -24,6 +29,8 @@ const appIndex = (p: string, a: string) => `server/index/apps/${p}/${a}`;
 /** `{"projects":{"name":"created",...}}`: a cache of the per-project index objects, in one object. */
 export const PROJECT_TIMES = 'server/index/project-times';
 const SNAPSHOT_EVERY_MS = 60_000;
+/** How long a name listing is reused while no event was recorded (writes behind the servers' back). */
+const NAMES_TTL_MS = 5_000;
 const COLD_READS = 64;
 
 interface SortedProjects {
@@ -75,13 +82,15 @@ export class Listing implements ListingApi {
   private snapshot?: Promise<Map<string, string>>;
   private snapshotAt = 0;
   private snapshotWriting = false;
+  private names?: { seq: number; pushes: number; at: number; names: readonly string[] };
+  private pushes = 0;
 
   /**
    * Projects with versions, ascending by (created, name), from one fresh name listing. The array
    * is shared between calls: callers filter or slice it, never change it.
    */
   async projects(): Promise<ProjectItem[]> {
-    const names = await this.store.listProjects();
+    const names = await this.projectNames();
     const cur = this.sorted;
     if (cur && sameNames(cur.names, names)) return cur.items;
     const r = this.rebuilding;
@@ -95,6 +104,19 @@ export class Listing implements ListingApi {
     } finally {
       if (this.rebuilding?.done === done) this.rebuilding = undefined;
     }
+  }
+
+  /** The store's project names: the last listing while nothing was recorded since (see the top). */
+  private async projectNames(): Promise<readonly string[]> {
+    // The seq is read before the listing: a push recorded after it makes the next call re-list.
+    const seq = await this.srv.control.events.current().catch(() => undefined);
+    const hit = this.names;
+    if (hit && seq !== undefined && hit.seq === seq && hit.pushes === this.pushes && Date.now() - hit.at < NAMES_TTL_MS) return hit.names;
+    const pushes = this.pushes;
+    const at = Date.now();
+    const names = await this.store.listProjects();
+    this.names = seq === undefined ? undefined : { seq, pushes, at, names };
+    return names;
   }
 
   private async rebuild(names: readonly string[], prev: SortedProjects | undefined): Promise<SortedProjects> {
@@ -191,6 +213,7 @@ export class Listing implements ListingApi {
 
   /** Record first-seen times when a version is created through this server. */
   async noteVersion(project: string, app: string, created: string): Promise<void> {
+    this.pushes++;
     const body = Buffer.from(JSON.stringify({ created }));
     await this.store.writer.putIfAbsent(projectIndex(project), body);
     await this.store.writer.putIfAbsent(appIndex(project, app), body);

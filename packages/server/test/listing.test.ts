@@ -4,6 +4,8 @@
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Store } from '@kk/core';
+import { createFileDriver } from '@kk/drivers';
 import { startServer, type RunningServer } from '../src/index.js';
 import { call, httpStore, publishAt, startTestServer, waitFor, type TestServer } from './helpers.js';
 
@@ -99,6 +101,20 @@ describe('the sorted project list', () => {
     await publishAt(again, gone, 'web', 'v2', '2025-09-09T00:00:00.000Z');
     await again.driver.close();
     expect((await list(b.url, 'order=asc&limit=500')).items.map((p) => p.name)).toEqual(sortedNames(withNew, 'asc'));
+  });
+
+  it('a project written to the store behind the servers\' back shows within the name listing\'s 5 s reuse', async () => {
+    const before = (await list(b.url, 'order=asc&limit=500')).total;
+    const direct = await Store.open(createFileDriver({ root: a.storeDir }));
+    await publishAt(direct, 'lst-direct', 'web', 'v1', '2025-12-31T00:00:00.000Z');
+    await direct.driver.close();
+    const after = await waitFor('the direct write listed', async () => {
+      const page = await list(b.url, 'order=desc&limit=1');
+      return page.total === before + 1 ? page : undefined;
+    });
+    expect(after.items).toEqual([{ name: 'lst-direct', created: '2025-12-31T00:00:00.000Z' }]);
+    expect((await call(a.url, 'DELETE', '/api/v1/projects/lst-direct/apps/web/versions/v1', { token: a.admin })).status).toBe(204);
+    expect((await list(b.url, 'order=asc&limit=500')).total).toBe(before);
   });
 
   it('the snapshot holds every project\'s first-seen time; a cold start takes times from it and completes it', async () => {
