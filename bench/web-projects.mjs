@@ -81,7 +81,7 @@ try {
   t = performance.now();
   await (await fetch(`${srv.url}/projects?limit=200&order=asc`, { headers: h })).json();
   const warmMs = performance.now() - t;
-  console.log(`server: ${first.total} projects; GET /projects?limit=200 cold ${coldMs.toFixed(0)} ms (reads every project's first-seen time once), warm ${warmMs.toFixed(0)} ms`);
+  console.log(`server: ${first.total} projects; GET /projects?limit=200 cold ${coldMs.toFixed(0)} ms (this server's first listing: the project-times snapshot, or every project's first-seen index object if there is none), warm ${warmMs.toFixed(0)} ms`);
 
   const firstScreen = [];
   const search = [];
