@@ -7,7 +7,7 @@
 import { KkError } from '@kk/core';
 import { type Kysely, sql } from 'kysely';
 import type { ControlDb, DialectName, Executor } from './db.js';
-import { fleetMigration } from './fleet/migration.js';
+import { fleetMigration, fleetModeMigration } from './fleet/migration.js';
 import { deploysClaimMigration, deploysMigration } from './deploys/migration.js';
 
 export interface Migration {
@@ -177,6 +177,7 @@ export const MIGRATIONS: Migration[] = [
   fleetMigration(2),
   deploysMigration(3),
   deploysClaimMigration(4),
+  fleetModeMigration(5),
 ];
 
 /** The highest schema version this code knows. */

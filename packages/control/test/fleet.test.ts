@@ -129,6 +129,30 @@ describeDialects('fleet', (ctx) => {
     expect((await f.project('p')).max_parallel_nodes).toBe(5);
   });
 
+  it('targets: a sync mode column (migration 5), full by default, skip-existing kept and carried by the claim', async () => {
+    const { c, f } = await fleetWithClock(ctx);
+    const { node } = await enrolled(c, 'n1');
+    const full = await f.addTarget({ project: 'p', app: 'web', node: 'n1', path: '/srv/full', by: 'admin' });
+    expect(full.mode).toBe('full');
+    const skip = await f.addTarget({ project: 'p', app: 'api', node: 'n1', path: '/srv/skip', mode: 'skip-existing', by: 'admin' });
+    expect((await f.target(skip.id)).mode).toBe('skip-existing');
+    const bad = await errorOf(f.addTarget({ project: 'p', app: 'api', node: 'n1', path: '/srv/x', mode: 'events' as never, by: 'admin' }));
+    expect(bad).toMatchObject({ code: 'CONFIG_INVALID', message: expect.stringMatching(/mode must be full or skip-existing, not "events"/) });
+    // The column itself: a row inserted without it is full; the database refuses another value.
+    const rows = await sql<{ id: string; mode: string }>`select id, mode from targets order by id`.execute(c.cdb.db);
+    expect(rows.rows).toEqual([{ id: full.id, mode: 'full' }, { id: skip.id, mode: 'skip-existing' }]);
+    expect(await sql`update targets set mode = 'events' where id = ${skip.id}`.execute(c.cdb.db).then(() => 'ok', () => 'refused')).toBe('refused');
+    const schema = await sql<{ version: number | string; name: string }>`select version, name from kk_schema where version = 5`.execute(c.cdb.db);
+    expect(schema.rows.map((r) => [Number(r.version), r.name])).toEqual([[5, 'fleet: target sync mode']]);
+    // updateTarget changes it and keeps it when not given.
+    expect((await f.updateTarget(full.id, { mode: 'skip-existing' }, 'admin')).mode).toBe('skip-existing');
+    expect((await f.updateTarget(full.id, { strategy: 'overlay' }, 'admin')).mode).toBe('skip-existing');
+    expect((await f.updateTarget(full.id, { mode: 'full' }, 'admin')).mode).toBe('full');
+    // A claim carries it to the agent.
+    await f.versionChanged({ project: 'p', app: 'api', follows: 'promoted', version: 'v1', source: 'promote', by: 'admin' });
+    expect(await f.claim(node.id)).toMatchObject({ task: { version: 'v1' }, target: { id: skip.id, mode: 'skip-existing' } });
+  });
+
   it('a promote queues a task per following target; latest wins; claims, reports and success', async () => {
     const { c, f } = await fleetWithClock(ctx);
     const { node } = await enrolled(c, 'n1');

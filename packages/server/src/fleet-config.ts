@@ -16,12 +16,13 @@
 //           exclude: [".git/**"]
 //           follows: promoted  # promoted | latest | pinned (with pinned: VERSION)
 //           on_local_change: overwrite
+//           mode: full         # full | skip-existing (only add files the directory lacks)
 //
 // Everything is checked before anything changes; each problem names its line and field. Applying
 // is declarative: targets are created or updated to match, project settings set, and with
 // `prune` the targets of the listed (project, app)s that the document does not name are removed.
 import { KkError, assertAppName, assertProjectName } from '@kk/core';
-import { type Fleet, type FleetNode, type Target, assertTargetPath } from '@kk/control';
+import { type Fleet, type FleetNode, type Target, type TargetMode, TARGET_MODES, assertTargetPath } from '@kk/control';
 import { LineCounter, parseDocument, type Document } from 'yaml';
 
 type Path = (string | number)[];
@@ -43,6 +44,7 @@ interface TargetSpec {
   follows: 'promoted' | 'latest' | 'pinned';
   pinned: string | null;
   on_local_change: 'overwrite' | 'fail';
+  mode: TargetMode;
 }
 
 interface ProjectSpec {
@@ -61,7 +63,7 @@ export interface ApplyResult {
 }
 
 const SYNC_KEYS = new Set(['enabled', 'driver', 'max_parallel_nodes', 'retry', 'offline_policy', 'degraded_after', 'nodes']);
-const NODE_KEYS = new Set(['node_id', 'node', 'target_path', 'path', 'strategy', 'include', 'exclude', 'follows', 'pinned', 'on_local_change', 'app']);
+const NODE_KEYS = new Set(['node_id', 'node', 'target_path', 'path', 'strategy', 'include', 'exclude', 'follows', 'pinned', 'on_local_change', 'mode', 'app']);
 
 const fieldName = (p: Path) => p.map((k, i) => (typeof k === 'number' ? `[${k}]` : i === 0 ? k : `.${k}`)).join('');
 
@@ -163,7 +165,7 @@ export async function planTargetConfig(fleet: Fleet, text: string, source = 'the
           continue;
         }
         const n = rawNode as Record<string, unknown>;
-        for (const k of Object.keys(n)) if (!NODE_KEYS.has(k)) bad([...np, k], `unknown field ${k} (known: node_id, target_path, strategy, include, exclude, follows, pinned, on_local_change, app)`);
+        for (const k of Object.keys(n)) if (!NODE_KEYS.has(k)) bad([...np, k], `unknown field ${k} (known: node_id, target_path, strategy, include, exclude, follows, pinned, on_local_change, mode, app)`);
         const nodeRef = n.node_id ?? n.node;
         const path = n.target_path ?? n.path;
         const app = n.app ?? it.app ?? project;
@@ -193,6 +195,8 @@ export async function planTargetConfig(fleet: Fleet, text: string, source = 'the
         if ((follows === 'pinned') !== (typeof n.pinned === 'string' && n.pinned !== '')) bad([...np, follows === 'pinned' ? 'pinned' : 'follows'], follows === 'pinned' ? 'a pinned target needs pinned: VERSION' : 'only follows: pinned names a pinned version');
         const olc = n.on_local_change ?? 'overwrite';
         if (olc !== 'overwrite' && olc !== 'fail') bad([...np, 'on_local_change'], 'on_local_change must be overwrite or fail');
+        const mode = n.mode ?? 'full';
+        if (!(TARGET_MODES as readonly unknown[]).includes(mode)) bad([...np, 'mode'], `mode must be full or skip-existing, not ${JSON.stringify(mode)}`);
         if (problems.length > before) continue;
         let node: FleetNode;
         try {
@@ -211,7 +215,7 @@ export async function planTargetConfig(fleet: Fleet, text: string, source = 'the
           continue;
         }
         seen.set(key, fieldName(np));
-        targets.push({ project, app: app as string, node, path: path as string, strategy: strategy as TargetSpec['strategy'], include: (n.include as string[]) ?? [], exclude: (n.exclude as string[]) ?? [], follows: follows as TargetSpec['follows'], pinned: (n.pinned as string) ?? null, on_local_change: olc as TargetSpec['on_local_change'] });
+        targets.push({ project, app: app as string, node, path: path as string, strategy: strategy as TargetSpec['strategy'], include: (n.include as string[]) ?? [], exclude: (n.exclude as string[]) ?? [], follows: follows as TargetSpec['follows'], pinned: (n.pinned as string) ?? null, on_local_change: olc as TargetSpec['on_local_change'], mode: mode as TargetMode });
       }
     }
   }
@@ -227,7 +231,7 @@ export async function planTargetConfig(fleet: Fleet, text: string, source = 'the
 }
 
 const diffTarget = (t: Target, s: TargetSpec) =>
-  (['strategy', 'include', 'exclude', 'follows', 'pinned', 'on_local_change'] as const).filter((k) => JSON.stringify(t[k]) !== JSON.stringify(s[k]));
+  (['strategy', 'include', 'exclude', 'follows', 'pinned', 'on_local_change', 'mode'] as const).filter((k) => JSON.stringify(t[k]) !== JSON.stringify(s[k]));
 
 /** Check, then make the fleet match the document (see the module comment). */
 export async function applyTargetConfig(fleet: Fleet, text: string, opts: { by: string; dryRun?: boolean; prune?: boolean; source?: string; authorize?: (project: string) => void }): Promise<ApplyResult> {
@@ -253,7 +257,7 @@ export async function applyTargetConfig(fleet: Fleet, text: string, opts: { by: 
     const have = byNodePath.get(`${s.node.id}\0${s.path}`);
     const where = { project: s.project, app: s.app, node: s.node.name, path: s.path };
     if (!have) {
-      const made = opts.dryRun ? undefined : await fleet.addTarget({ project: s.project, app: s.app, node: s.node.id, path: s.path, strategy: s.strategy, include: s.include, exclude: s.exclude, follows: s.follows, ...(s.pinned ? { pinned: s.pinned } : {}), on_local_change: s.on_local_change, by: opts.by });
+      const made = opts.dryRun ? undefined : await fleet.addTarget({ project: s.project, app: s.app, node: s.node.id, path: s.path, strategy: s.strategy, include: s.include, exclude: s.exclude, follows: s.follows, ...(s.pinned ? { pinned: s.pinned } : {}), on_local_change: s.on_local_change, mode: s.mode, by: opts.by });
       out.created.push({ ...where, ...(made ? { id: made.id } : {}) });
       continue;
     }
@@ -261,7 +265,7 @@ export async function applyTargetConfig(fleet: Fleet, text: string, opts: { by: 
     const changed = diffTarget(have, s);
     if (!changed.length) out.unchanged.push(have.id);
     else {
-      if (!opts.dryRun) await fleet.updateTarget(have.id, { strategy: s.strategy, include: s.include, exclude: s.exclude, follows: s.follows, pinned: s.pinned, on_local_change: s.on_local_change }, opts.by);
+      if (!opts.dryRun) await fleet.updateTarget(have.id, { strategy: s.strategy, include: s.include, exclude: s.exclude, follows: s.follows, pinned: s.pinned, on_local_change: s.on_local_change, mode: s.mode }, opts.by);
       out.updated.push({ id: have.id, ...where, changed });
     }
   }

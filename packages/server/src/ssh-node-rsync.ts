@@ -142,11 +142,14 @@ function rsyncRule(p: string): string | undefined {
   return `${sign} ${pat}`;
 }
 
-/** The rsync arguments of one sync: `src` is the materialized version, `dest` the node's target path. */
-export function rsyncArgs(o: { ssh: string[]; filterFile: string; src: string; dest: string; address: SshAddress; mirror: boolean; settings: SshNodeSettings; timeoutS?: number }): string[] {
+/**
+ * The rsync arguments of one sync: `src` is the materialized version, `dest` the node's target
+ * path. `skipExisting` (a target's mode skip-existing): `--ignore-existing` and never `--delete`.
+ */
+export function rsyncArgs(o: { ssh: string[]; filterFile: string; src: string; dest: string; address: SshAddress; mirror: boolean; skipExisting?: boolean; settings: SshNodeSettings; timeoutS?: number }): string[] {
   return [
     '-az',
-    ...(o.mirror ? ['--delete'] : []),
+    ...(o.skipExisting ? ['--ignore-existing'] : o.mirror ? ['--delete'] : []),
     '--delay-updates',
     '--safe-links',
     `--exclude-from=${o.filterFile}`,

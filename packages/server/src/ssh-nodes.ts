@@ -616,7 +616,7 @@ export class SshNodes {
     const { target } = claim;
     const r = await this.reach(n);
     const filterFile = await this.filterFile(claim, versionIgnore);
-    const args = rsyncArgs({ ssh: r.ssh, filterFile, src, dest: target.path, address: r.address, mirror: target.strategy === 'mirror', settings: r.settings, timeoutS: this.ioTimeoutS });
+    const args = rsyncArgs({ ssh: r.ssh, filterFile, src, dest: target.path, address: r.address, mirror: target.strategy === 'mirror', skipExisting: target.mode === 'skip-existing', settings: r.settings, timeoutS: this.ioTimeoutS });
     log(`rsync ${args.slice(0, -2).filter((a) => a !== '-e' && !a.startsWith('ssh ')).join(' ')} ${destination(r.address, true)}:${target.path}/`);
     const count = new ItemizeCounter();
     let logged = 0;

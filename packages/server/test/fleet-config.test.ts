@@ -78,6 +78,13 @@ it('the seed document creates the targets and settings; again: unchanged; edits 
   const edited = SEED.replace('strategy: "mirror"', 'strategy: overlay\n        on_local_change: fail');
   expect((await apply(edited)).json.updated).toEqual([expect.objectContaining({ id: ts[0]!.id, changed: ['strategy', 'on_local_change'] })]);
   expect((await server.control.fleet.target(ts[0]!.id)).on_local_change).toBe('fail');
+  // A sync mode (full by default): skip-existing is an update; another value is refused by line and field.
+  const skip = edited.replace('on_local_change: fail', 'on_local_change: fail\n        mode: skip-existing');
+  expect((await apply(skip)).json.updated).toEqual([expect.objectContaining({ id: ts[0]!.id, changed: ['mode'] })]);
+  expect((await server.control.fleet.target(ts[0]!.id)).mode).toBe('skip-existing');
+  const badMode = (await apply(skip.replace("mode: skip-existing", "mode: events"))).json;
+  expect(badMode.error.details.problems).toEqual([{ line: expect.any(Number), field: '[0].sync.nodes[0].mode', message: 'mode must be full or skip-existing, not "events"' }]);
+  expect((await server.control.fleet.target(ts[0]!.id)).mode).toBe('skip-existing');
   const one = edited.slice(0, edited.indexOf('      - node_id: "node-02"'));
   expect((await apply(one, '?prune=1')).json.removed).toEqual([ts[1]!.id]);
   expect((await server.control.fleet.targets({ project: 'project-a' })).map((t) => t.id)).toEqual([ts[0]!.id]);

@@ -65,6 +65,16 @@ export interface ProjectSettings {
   degraded_since: string | null;
 }
 
+export const TARGET_MODES = ['full', 'skip-existing'] as const;
+export type TargetMode = (typeof TARGET_MODES)[number];
+
+/** A target's sync mode (default `full`), or CONFIG_INVALID naming the accepted ones. */
+export function targetMode(m: unknown): TargetMode {
+  if (m === undefined || m === null) return 'full';
+  if (typeof m === 'string' && (TARGET_MODES as readonly string[]).includes(m)) return m as TargetMode;
+  throw new KkError('CONFIG_INVALID', `mode must be full or skip-existing, not ${JSON.stringify(m)}`, { hint: 'full compares every file; skip-existing only adds files the directory lacks' });
+}
+
 export interface Target {
   id: string;
   project: string;
@@ -77,6 +87,8 @@ export interface Target {
   follows: 'promoted' | 'latest' | 'pinned';
   pinned: string | null;
   on_local_change: 'overwrite' | 'fail';
+  /** How a sync applies (seed 004): `full` compares every file; `skip-existing` only adds files the directory lacks, never comparing or deleting existing ones. */
+  mode: TargetMode;
   paused: { reason: string; by: string; since: string; until: string | null } | null;
   current_version: string | null;
   last_sync: string | null;
@@ -261,6 +273,7 @@ export function targetFromRow(r: Selectable<TargetsTable>): Target {
     follows: r.follows as Target['follows'],
     pinned: r.pinned,
     on_local_change: r.on_local_change as Target['on_local_change'],
+    mode: (r.mode ?? 'full') as TargetMode,
     paused: r.paused_reason == null ? null : { reason: r.paused_reason, by: r.paused_by ?? '', since: r.paused_since!, until: r.paused_until_ms == null ? null : iso(Number(r.paused_until_ms)) },
     current_version: r.current_version,
     last_sync: r.last_sync,
@@ -706,6 +719,7 @@ export class Fleet {
     follows?: 'promoted' | 'latest' | 'pinned';
     pinned?: string;
     on_local_change?: 'overwrite' | 'fail';
+    mode?: TargetMode;
     by: string;
   }): Promise<Target> {
     assertProjectName(input.project);
@@ -719,6 +733,7 @@ export class Fleet {
     if (input.pinned) assertVersionSpec(input.pinned);
     const olc = input.on_local_change ?? 'overwrite';
     if (olc !== 'overwrite' && olc !== 'fail') throw new KkError('CONFIG_INVALID', 'on_local_change must be overwrite or fail');
+    const mode = targetMode(input.mode);
     const node = await this.node(input.node);
     // An agent started with --allow-root says so in its heartbeats: refuse a path it would refuse.
     const roots = Array.isArray(node.info?.allowed_roots) ? (node.info.allowed_roots as unknown[]).filter((r): r is string => typeof r === 'string') : [];
@@ -738,6 +753,7 @@ export class Fleet {
       follows,
       pinned: input.pinned ?? null,
       on_local_change: olc,
+      mode,
       paused_reason: null,
       paused_by: null,
       paused_since: null,
@@ -768,7 +784,7 @@ export class Fleet {
    * Change how a target is synced (strategy, filters, what it follows, on_local_change). The node
    * and path stay: another directory is another target. Unchanged fields may be omitted.
    */
-  async updateTarget(id: string, patch: { strategy?: 'mirror' | 'overlay'; include?: string[]; exclude?: string[]; follows?: 'promoted' | 'latest' | 'pinned'; pinned?: string | null; on_local_change?: 'overwrite' | 'fail' }, by: string): Promise<Target> {
+  async updateTarget(id: string, patch: { strategy?: 'mirror' | 'overlay'; include?: string[]; exclude?: string[]; follows?: 'promoted' | 'latest' | 'pinned'; pinned?: string | null; on_local_change?: 'overwrite' | 'fail'; mode?: TargetMode }, by: string): Promise<Target> {
     const t = await this.target(id);
     const strategy = patch.strategy ?? t.strategy;
     if (strategy !== 'mirror' && strategy !== 'overlay') throw new KkError('CONFIG_INVALID', `strategy must be mirror or overlay, not ${JSON.stringify(strategy)}`);
@@ -779,6 +795,7 @@ export class Fleet {
     if (pinned) assertVersionSpec(pinned);
     const olc = patch.on_local_change ?? t.on_local_change;
     if (olc !== 'overwrite' && olc !== 'fail') throw new KkError('CONFIG_INVALID', 'on_local_change must be overwrite or fail');
+    const mode = targetMode(patch.mode ?? t.mode);
     const set = {
       strategy,
       include: JSON.stringify(patch.include !== undefined ? patterns(patch.include, 'include') : t.include),
@@ -786,6 +803,7 @@ export class Fleet {
       follows,
       pinned,
       on_local_change: olc,
+      mode,
       updated: iso(this.now()),
     };
     await this.tx(async (tx) => {

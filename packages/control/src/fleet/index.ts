@@ -2,5 +2,5 @@
 export * from './fleet.js';
 export * from './machine.js';
 export * from './retry.js';
-export { FLEET_MIGRATION_NAME, fleetMigration } from './migration.js';
+export { FLEET_MIGRATION_NAME, FLEET_MODE_MIGRATION_NAME, fleetMigration, fleetModeMigration } from './migration.js';
 export type * from './schema.js';

@@ -196,3 +196,16 @@ export function fleetMigration(version: number): Migration {
     },
   };
 }
+
+export const FLEET_MODE_MIGRATION_NAME = 'fleet: target sync mode';
+
+/** A target's sync mode (seed 004): `full` (what every target did before) or `skip-existing`. */
+export function fleetModeMigration(version: number): Migration {
+  return {
+    version,
+    name: FLEET_MODE_MIGRATION_NAME,
+    async up(db: Kysely<any>) {
+      await sql.raw(`alter table targets add column mode text not null default 'full' check (mode in ('full', 'skip-existing'))`).execute(db);
+    },
+  };
+}

@@ -93,6 +93,8 @@ export interface TargetsTable {
   /** The pinned version (only when follows = pinned). */
   pinned: string | null;
   on_local_change: string;
+  /** `full` | `skip-existing` (migration 5). */
+  mode: string;
   paused_reason: string | null;
   paused_by: string | null;
   paused_since: string | null;

@@ -17,6 +17,7 @@ export default class TargetAdd extends KkCommand<typeof TargetAdd> {
     node: Flags.string({ summary: 'Node name or id.', required: true, helpValue: 'NODE' }),
     path: Flags.string({ summary: 'Absolute directory on the node.', required: true, helpValue: 'DIR' }),
     strategy: Flags.string({ summary: 'mirror or overlay [default: mirror].', options: ['mirror', 'overlay'] }),
+    mode: Flags.string({ summary: 'full (compare every file) or skip-existing (only add files the directory lacks) [default: full].', options: ['full', 'skip-existing'] }),
     follows: Flags.string({ summary: 'What the target follows [default: promoted].', options: ['promoted', 'latest'] }),
     version: Flags.string({ summary: 'Pin the target to this version.', helpValue: 'VERSION' }),
     include: Flags.string({ summary: 'Only these paths, comma-separated patterns.', helpValue: 'PATTERNS' }),
@@ -32,10 +33,11 @@ export default class TargetAdd extends KkCommand<typeof TargetAdd> {
       node: f.node,
       path: f.path,
       ...(f.strategy ? { strategy: f.strategy } : {}),
+      ...(f.mode ? { mode: f.mode } : {}),
       ...(f.version ? { follows: 'pinned', pinned: f.version } : f.follows ? { follows: f.follows } : {}),
       ...(list(f.include) ? { include: list(f.include) } : {}),
       ...(list(f.exclude) ? { exclude: list(f.exclude) } : {}),
     });
-    return { result, render: (t) => `kk: target ${t.id}: ${t.project}/${t.app} -> ${f.node}:${t.path} (${t.strategy}, follows ${t.follows === 'pinned' ? t.pinned : t.follows})` };
+    return { result, render: (t) => `kk: target ${t.id}: ${t.project}/${t.app} -> ${f.node}:${t.path} (${t.strategy}, ${t.mode ?? 'full'}, follows ${t.follows === 'pinned' ? t.pinned : t.follows})` };
   }
 }

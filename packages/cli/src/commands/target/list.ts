@@ -25,8 +25,8 @@ export default class TargetList extends KkCommand<typeof TargetList> {
         r.items.length === 0
           ? 'no targets'
           : table([
-              ['ID', 'PROJECT/APP', 'NODE', 'PATH', 'FOLLOWS', 'HOLDS', 'LAST', 'PAUSED'],
-              ...r.items.map((t) => [t.id, `${t.project}/${t.app}`, t.node, t.path, t.follows === 'pinned' ? t.pinned : t.follows, t.current_version ?? '-', t.last_status ?? '-', t.paused ? `by ${t.paused.by}: ${t.paused.reason}` : '-']),
+              ['ID', 'PROJECT/APP', 'NODE', 'PATH', 'MODE', 'FOLLOWS', 'HOLDS', 'LAST', 'PAUSED'],
+              ...r.items.map((t) => [t.id, `${t.project}/${t.app}`, t.node, t.path, t.mode ?? 'full', t.follows === 'pinned' ? t.pinned : t.follows, t.current_version ?? '-', t.last_status ?? '-', t.paused ? `by ${t.paused.by}: ${t.paused.reason}` : '-']),
             ]),
     };
   }

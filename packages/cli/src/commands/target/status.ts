@@ -19,7 +19,7 @@ export default class TargetStatus extends KkCommand<typeof TargetStatus> {
       render: (s) => {
         const t = s.target;
         const lines = [
-          `${t.id}: ${t.project}/${t.app} -> ${t.node}:${t.path}, ${s.state}${t.paused ? ` by ${t.paused.by} since ${t.paused.since}: ${t.paused.reason}${t.paused.until ? ` (until ${t.paused.until})` : ''}` : ''}`,
+          `${t.id}: ${t.project}/${t.app} -> ${t.node}:${t.path} (${t.strategy}, ${t.mode ?? 'full'}), ${s.state}${t.paused ? ` by ${t.paused.by} since ${t.paused.since}: ${t.paused.reason}${t.paused.until ? ` (until ${t.paused.until})` : ''}` : ''}`,
           `holds ${t.current_version ?? 'nothing yet'}; last sync ${t.last_sync ?? 'never'} (${t.last_status ?? '-'})`,
         ];
         if (s.verify) lines.push(`verify: ${s.verify.state} (${s.verify.version}, ${s.verify.time})${s.verify.error ? ` ${s.verify.error.code}: ${s.verify.error.reason}` : ''}`);
