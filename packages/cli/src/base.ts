@@ -6,6 +6,8 @@ import { dirname } from 'node:path';
 import { Command, Errors, type Interfaces } from '@oclif/core';
 import {
   CONFIG_FILE,
+  type Driver,
+  type FallbackEvent,
   type Hasher,
   type KkConfig,
   KkError,
@@ -14,7 +16,10 @@ import {
   Store,
   createHasher,
   isKkError,
+  isOutage,
   loadConfig,
+  withFallback,
+  withRateLimit,
 } from '@kk/core';
 import { type OpenDriverOptions, describeStoreUrl, openDriver } from '@kk/drivers';
 import { EXIT, type ExitCode, describeFailure } from './exit-codes.js';
@@ -212,6 +217,57 @@ export abstract class KkCommand<T extends typeof Command> extends Command {
     const store = await openStoreAt(loc, opts, token);
     this.stores.push(store);
     return store;
+  }
+
+  /**
+   * Open the store for a pull: the store of storeLocation(), then the fallback stores (flags, else
+   * the config's `fallback_stores`) tried in order when one fails with a backend error, reads capped
+   * by `rateLimit` requests a second. `fallbacks` records each switch for the result.
+   */
+  protected async openPullStore(config: KkConfig | undefined, opts: { fallbackStores?: string[]; rateLimit?: number } = {}): Promise<{ store: Store; fallbacks: FallbackEvent[] }> {
+    const primary = this.storeLocation(config);
+    const extra: StoreLocation[] = opts.fallbackStores?.length
+      ? opts.fallbackStores.map((url) => ({ url, cwd: process.cwd() }))
+      : (config?.fallbackStores ?? []).map((url) => ({ url, cwd: dirname(config!.path) }));
+    const rate = opts.rateLimit ?? config?.rateLimit;
+    const token = this.common.token ?? process.env.KK_TOKEN ?? config?.token;
+    if (!extra.length && !rate) return { store: await this.openStoreLocation(primary, {}, token), fallbacks: [] };
+    const say = (e: FallbackEvent) => process.stderr.write(`kk: store ${e.from} failed (${e.reason}); using ${e.to}\n`);
+    const locs = [primary, ...extra];
+    const drivers: { label: string; driver: Driver }[] = [];
+    const skipped: FallbackEvent[] = [];
+    try {
+      for (const [i, loc] of locs.entries()) {
+        const driverOpts: OpenDriverOptions = { cwd: loc.cwd };
+        if (token) driverOpts.token = token;
+        const label = describeStoreUrl(loc.url);
+        try {
+          drivers.push({ label, driver: await openDriver(loc.url, driverOpts) });
+        } catch (err) {
+          // A store that cannot even be opened (a kk server that is down) is skipped like one that fails later.
+          if (i + 1 >= locs.length || !isOutage(err)) throw err;
+          if (drivers.length === 0) {
+            const e = { from: label, to: describeStoreUrl(locs[i + 1]!.url), reason: (err as Error).message.split('\n')[0]! };
+            skipped.push(e);
+            say(e);
+          }
+        }
+      }
+    } catch (err) {
+      for (const d of drivers) await d.driver.close().catch(() => {});
+      throw err;
+    }
+    const fb = withFallback(drivers, say, skipped);
+    const driver = rate ? withRateLimit(fb, rate) : fb;
+    let store: Store;
+    try {
+      store = await Store.open(driver);
+    } catch (err) {
+      await driver.close().catch(() => {});
+      throw err;
+    }
+    this.stores.push(store);
+    return { store, fallbacks: fb.events };
   }
 
   /** --concurrency > the config's `concurrency` > 8. */

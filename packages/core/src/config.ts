@@ -24,6 +24,10 @@ export interface KkConfig {
   ignore: string[];
   /** Symlinks in the pushed directory: refuse (default), skip, or follow. */
   symlinks: SymlinkPolicy;
+  /** Stores a pull tries in order when the store fails with a backend error (seed 004). */
+  fallbackStores?: string[];
+  /** At most this many store read requests a second (seed 004 `rate_limit`). */
+  rateLimit?: number;
 }
 
 export const CONFIG_FILE = '.kkartifact.yml';
@@ -34,7 +38,7 @@ ignore:
   - '*.log'
 `;
 
-const KEYS = new Set(['store', 'server_url', 'token', 'concurrency', 'chunk_size', 'retain_versions', 'ignore', 'symlinks']);
+const KEYS = new Set(['store', 'server_url', 'token', 'concurrency', 'chunk_size', 'retain_versions', 'ignore', 'symlinks', 'fallback_stores', 'rate_limit']);
 
 export async function loadConfig(path = CONFIG_FILE): Promise<KkConfig> {
   const abs = resolve(path);
@@ -104,6 +108,13 @@ export function parseConfig(text: string, path: string): KkConfig {
   if (chunkSize) config.chunkSize = chunkSize;
   const retain = int('retain_versions', 1);
   if (retain) config.retainVersions = retain;
+  const fallbacks = o.fallback_stores;
+  if (fallbacks !== undefined && fallbacks !== null) {
+    if (!Array.isArray(fallbacks) || fallbacks.some((u) => typeof u !== 'string' || u.length === 0)) throw invalid(path, 'fallback_stores must be a list of store URLs');
+    if (fallbacks.length) config.fallbackStores = fallbacks as string[];
+  }
+  const rate = int('rate_limit', 1);
+  if (rate) config.rateLimit = rate;
   return config;
 }
 

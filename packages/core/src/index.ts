@@ -9,7 +9,7 @@ export * from './driver.js';
 export * from './store.js';
 export * from './pack.js';
 export { createMemoryDriver, type MemoryDriverOptions } from './drivers/memory.js';
-export { withRetry, withConcurrencyLimit, type RetryOptions } from './drivers/wrappers.js';
+export { withRetry, withConcurrencyLimit, withRateLimit, withFallback, isOutage, type RetryOptions, type FallbackEvent } from './drivers/wrappers.js';
 export { createHasher, BytesCounter, type Hasher, type HasherOptions, type FileHashResult } from './hash/pool.js';
 export { type CompressionPolicy, DEFAULT_COMPRESSION, ENCODING_RAW, ENCODING_BROTLI } from './hash/codec.js';
 export * from './config.js';

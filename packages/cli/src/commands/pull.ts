@@ -1,6 +1,6 @@
 import { Flags } from '@oclif/core';
 import { readFile } from 'node:fs/promises';
-import { DEFAULT_PULL_MAX_DEPTH, KkError, PULL_MODES, type PullResult, agentId, pull } from '@kk/core';
+import { DEFAULT_PULL_MAX_DEPTH, type FallbackEvent, KkError, PULL_MODES, type PullResult, agentId, pull } from '@kk/core';
 import { KkCommand, type Outcome } from '../base.js';
 import { appFlag, concurrencyFlag, dryRunFlag, pathFlag, projectFlag, stateDirFlag, storeFlags, versionFlag } from '../flags.js';
 import { renderApply } from '../render.js';
@@ -38,6 +38,12 @@ export default class Pull extends KkCommand<typeof Pull> {
     changed: Flags.string({ summary: 'With --mode events: a changed path, relative to --path (repeatable; a directory means everything below it).', multiple: true, helpValue: 'PATH' }),
     'changed-from': Flags.string({ summary: 'With --mode events: read the changed paths from this file, one per line ("-" for stdin).', helpValue: 'FILE' }),
     'max-depth': Flags.integer({ summary: `Directories nested deeper are neither scanned nor written, with a warning [default: ${DEFAULT_PULL_MAX_DEPTH}].`, min: 1, helpValue: 'N' }),
+    'fallback-store': Flags.string({
+      summary: 'A store tried next when the store fails with a backend error (repeatable, in order; overrides the config\'s fallback_stores), e.g. the S3 bucket behind a kk server.',
+      multiple: true,
+      helpValue: 'URL',
+    }),
+    'rate-limit': Flags.integer({ summary: 'At most N store read requests a second (overrides the config\'s rate_limit).', min: 1, helpValue: 'N' }),
     'on-local-change': Flags.string({
       summary: 'fail: refuse, changing nothing, when a file changed locally since kk wrote it (or one kk never wrote) would be overwritten or deleted; overwrite: make the directory equal the version.',
       options: ['fail', 'overwrite'],
@@ -45,12 +51,15 @@ export default class Pull extends KkCommand<typeof Pull> {
     }),
   };
 
-  protected async exec(): Promise<Outcome<PullResult>> {
+  protected async exec(): Promise<Outcome<PullResult & { storeFallbacks: FallbackEvent[] }>> {
     const f = this.flags;
     const config = (await this.loadKkConfig({ required: true }))!;
     const paths = [...(f.changed ?? []), ...(f['changed-from'] ? await readPathList(f['changed-from']) : [])];
     if (paths.length && f.mode !== 'events') throw new KkError('CONFIG_INVALID', '--changed and --changed-from apply only with --mode events', { hint: 'add --mode events, or drop the path list' });
-    const store = await this.openStore(config);
+    const { store, fallbacks } = await this.openPullStore(config, {
+      ...(f['fallback-store']?.length ? { fallbackStores: f['fallback-store'] } : {}),
+      ...(f['rate-limit'] !== undefined ? { rateLimit: f['rate-limit'] } : {}),
+    });
     const result = await pull({
       store,
       hasher: this.hasher,
@@ -78,7 +87,16 @@ export default class Pull extends KkCommand<typeof Pull> {
       // Names this machine in the server's audit log and `pull` event (issue 10 item 4).
       agent: await agentId(this.stateDir()),
     });
-    return { result, render: (r) => [...renderApply(r, 'deployed', !!f.verbose), ...r.warnings.map((w) => `  warning: ${w}`)] };
+    // Which stores failed and which one served (seed 004: the fallback is said in the result).
+    const out = { ...result, storeFallbacks: fallbacks };
+    return {
+      result: out,
+      render: (r) => [
+        ...renderApply(r, 'deployed', !!f.verbose),
+        ...r.warnings.map((w) => `  warning: ${w}`),
+        ...r.storeFallbacks.map((e) => `  store fallback: ${e.from} failed (${e.reason}); served by ${e.to}`),
+      ],
+    };
   }
 }
 

@@ -69,3 +69,105 @@ export function withConcurrencyLimit<D extends Driver>(inner: D, limit: number):
   });
 }
 
+
+// Read methods a rate limit counts (seed 004: "a request-rate limit on store reads").
+const READS = new Set<string>(['get', 'stat', 'hasMany', 'listChildren']);
+
+/**
+ * At most `perSecond` read requests a second (a token bucket holding one second's worth, so a
+ * burst never exceeds it); writes pass unthrottled. `list` is paged by the driver and counted
+ * per call of the wrapper's other methods only.
+ */
+export function withRateLimit<D extends Driver>(inner: D, perSecond: number): D {
+  if (!(perSecond > 0)) throw new TypeError('perSecond must be > 0');
+  let tokens = perSecond;
+  let last = Date.now();
+  let chain: Promise<void> = Promise.resolve();
+  const take = (): Promise<void> => {
+    // One waiter at a time, in order: each takes a token or sleeps until the bucket refills one.
+    const next = chain.then(async () => {
+      for (;;) {
+        const now = Date.now();
+        tokens = Math.min(perSecond, tokens + ((now - last) / 1000) * perSecond);
+        last = now;
+        if (tokens >= 1) {
+          tokens -= 1;
+          return;
+        }
+        await new Promise((r) => setTimeout(r, Math.ceil(((1 - tokens) / perSecond) * 1000)));
+      }
+    });
+    chain = next;
+    return next;
+  };
+  const out = wrapMethods(inner, (call) => call());
+  for (const m of READS) {
+    const fn = (out as unknown as Record<string, ((...a: unknown[]) => Promise<unknown>) | undefined>)[m];
+    if (fn) (out as unknown as Record<string, unknown>)[m] = async (...args: unknown[]) => (await take(), fn(...args));
+  }
+  return out;
+}
+
+/** One switch of a fallback driver: `from` failed with `reason`, `to` serves from now on. */
+export interface FallbackEvent {
+  from: string;
+  to: string;
+  reason: string;
+}
+
+/** A backend outage (after retries), as opposed to an answer such as NOT_FOUND or AUTH: worth trying the next store. */
+export function isOutage(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return isTransient(err) || code === 'ECONNREFUSED' || code === 'EHOSTUNREACH' || code === 'ENOTFOUND';
+}
+
+/**
+ * A list of stores tried in order (seed 004: the kk server first, the S3 bucket behind it
+ * next): a call that fails with a backend error (after the inner driver's own retries) is
+ * retried on the next store, which then serves every later call too, so a dead store costs one
+ * failure, not one per request. Other errors (NOT_FOUND, AUTH, CHUNK_CORRUPT) are answers, not
+ * outages, and are passed on. `events` says which stores failed and why; the pull result shows it.
+ */
+export function withFallback<D extends Driver>(
+  stores: readonly { label: string; driver: D }[],
+  onFallback?: (e: FallbackEvent) => void,
+  /** Switches that happened before (stores that could not even be opened). */
+  earlier: FallbackEvent[] = [],
+): D & { events: FallbackEvent[] } {
+  if (stores.length === 0) throw new TypeError('withFallback needs at least one store');
+  let current = 0;
+  const events: FallbackEvent[] = [...earlier];
+  const first = stores[0]!.driver;
+  const out: Record<string, unknown> = {
+    name: stores.map((s) => s.driver.name).join('|'),
+    capabilities: first.capabilities,
+    events,
+    list: (prefix: string) => stores[current]!.driver.list(prefix),
+    close: async () => {
+      for (const s of stores) await s.driver.close().catch(() => {});
+    },
+  };
+  for (const m of METHODS) {
+    if (typeof (first as unknown as Record<string, unknown>)[m] !== 'function') continue;
+    out[m] = async (...args: unknown[]) => {
+      for (;;) {
+        const at = current;
+        const fn = (stores[at]!.driver as unknown as Record<string, ((...a: unknown[]) => Promise<unknown>) | undefined>)[m];
+        try {
+          if (!fn) throw new TypeError(`store ${stores[at]!.label} cannot ${m}`);
+          return await fn.apply(stores[at]!.driver, args);
+        } catch (err) {
+          if (at + 1 >= stores.length || !isOutage(err)) throw err;
+          // Concurrent calls that failed on the same store switch once.
+          if (current === at) {
+            current = at + 1;
+            const e = { from: stores[at]!.label, to: stores[at + 1]!.label, reason: (err as Error).message.split('\n')[0]! };
+            events.push(e);
+            onFallback?.(e);
+          }
+        }
+      }
+    };
+  }
+  return out as unknown as D & { events: FallbackEvent[] };
+}
