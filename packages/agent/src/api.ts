@@ -32,7 +32,7 @@ export interface ClaimedTask {
   store_token?: string;
   /** `source` verify: check the directory against the version instead of applying it. */
   task: { id: string; project: string; app: string; version: string; manifest: string | null; attempts: number; source?: string };
-  target: { id: string; path: string; strategy: 'mirror' | 'overlay'; include: string[]; exclude: string[]; on_local_change?: string };
+  target: { id: string; path: string; strategy: 'mirror' | 'overlay'; include: string[]; exclude: string[]; on_local_change?: string; mode?: 'full' | 'skip-existing' };
 }
 
 export interface Report {

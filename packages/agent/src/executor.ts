@@ -112,6 +112,8 @@ export class PullExecutor implements TaskExecutor {
         ...(this.opts.agent ? { agent: this.opts.agent } : {}),
         // A file changed locally since kk wrote it fails the task instead of being overwritten.
         ...(target.on_local_change === 'fail' ? { onLocalChange: 'fail' as const } : {}),
+        // skip-existing (seed 004): add what the directory lacks, never compare or delete what it has.
+        ...(target.mode === 'skip-existing' ? { mode: 'skip-existing' as const } : {}),
       };
       if (target.strategy === 'overlay') {
         const plan = await pull({ ...base, ignore, dryRun: true, adopt: true });
@@ -119,7 +121,7 @@ export class PullExecutor implements TaskExecutor {
         if (keep.length) ctx.log(`overlay: keeping ${keep.length} path(s) the version does not have`);
         ignore.push(...keep);
       }
-      ctx.log(`applying ${task.project}/${task.app} ${task.version} to ${target.path} (${target.strategy})`);
+      ctx.log(`applying ${task.project}/${task.app} ${task.version} to ${target.path} (${target.strategy}${target.mode === 'skip-existing' ? ', skip-existing' : ''})`);
       let lastPhase = '';
       const r = await pull({
         ...base,

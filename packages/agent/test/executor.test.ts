@@ -1,6 +1,6 @@
 // The executor against a real file store and real directories: mirror applies the version byte
 // for byte and leaves the default-ignored directories alone; overlay never deletes; include and
-// exclude are honoured; failures become outcomes with a code and a reason, leaving the directory.
+// exclude are honoured; skip-existing only adds what is missing; failures become outcomes with a code and a reason, leaving the directory.
 import { spawn } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -96,6 +96,22 @@ it('overlay: never deletes what the version lacks, and keeps local files', async
   const o = await ex.run(claim('v2', target, { strategy: 'overlay' }), recorder().ctx);
   expect(o).toMatchObject({ ok: true, result: { files_deleted: 0 } });
   expect(await tree(target)).toEqual({ 'local.conf': 'mine', 'old.txt': 'only in v1', 'index.html': 'v2 index', 'dist/app.js': 'v2 app', 'dist/new.js': 'v2 new', 'docs/readme.md': 'v2 docs' });
+});
+
+it('skip-existing: only files the directory lacks are added; an existing file that differs is left as it is, nothing deleted', async () => {
+  const target = join(dir, 'skip-existing');
+  const ex = new PullExecutor({ storeUrl, hasher, stateDir: join(dir, 'state') });
+  expect((await ex.run(claim('v1', target), recorder().ctx)).ok).toBe(true);
+  await writeFile(join(target, 'dist', 'app.js'), 'patched on the node');
+  const r = recorder();
+  const o = await ex.run(claim('v2', target, { mode: 'skip-existing' }), r.ctx);
+  expect(o).toMatchObject({ ok: true, result: { files_added: 1, files_changed: 0, files_deleted: 0 } });
+  expect(await readFile(join(target, 'dist', 'app.js'), 'utf8')).toBe('patched on the node');
+  expect(await tree(target)).toEqual({ 'index.html': 'v1 index', 'old.txt': 'only in v1', 'dist/app.js': 'patched on the node', 'dist/new.js': 'v2 new', 'docs/readme.md': 'v1 docs' });
+  expect(r.logs).toContain(`applying p/web v2 to ${target} (mirror, skip-existing)`);
+  // The same claim in mode full makes the directory the version again.
+  expect(await ex.run(claim('v2', target, { mode: 'full' }), recorder().ctx)).toMatchObject({ ok: true, result: { files_deleted: 1 } });
+  expect(await tree(target)).toEqual({ 'index.html': 'v2 index', 'dist/app.js': 'v2 app', 'dist/new.js': 'v2 new', 'docs/readme.md': 'v2 docs' });
 });
 
 it('include and exclude: only included paths are applied, excluded ones never', async () => {
