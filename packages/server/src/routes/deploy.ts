@@ -8,13 +8,13 @@
 //
 // Who may: the deploy permission (admin includes it) — over the project for a kk deploy; over
 // everything for shell, tar and docker deploys, which run commands on a node.
+import { type Waiters, longPoll, newWaiters } from '../long-poll.js';
 import { KkError, isKkError } from '@kk/core';
 import type { DeployRecord, DeployType } from '@kk/control';
 import { HttpError, badRequest, readJson, sendJson } from '../http.js';
 import type { Call, ServerContext } from '../context.js';
 
 const BASE = '/api/deploy';
-const MAX_WAIT_MS = 60_000;
 const BODY_LIMIT = 1024 * 1024;
 const MAX_SCRIPT_BYTES = 100 * 1024;
 const NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/;
@@ -27,10 +27,7 @@ export interface DeployService {
 
 export function registerDeployRoutes(srv: ServerContext, opts: { sweepEveryMs?: number } = {}): DeployService {
   const r = srv.router;
-  const waiters = new Set<() => void>() as Set<() => void> & { closing?: boolean };
-  const wakeAll = () => {
-    for (const w of [...waiters]) w();
-  };
+  const { waiters, wakeAll } = newWaiters();
   for (const kind of ['kk', 'shell', 'tar', 'docker'] as const) {
     r.add('POST', `${BASE}/${kind}`, { handler: (c) => create(srv, c, kind, wakeAll) });
   }
@@ -356,38 +353,17 @@ async function getMonitor(srv: ServerContext, c: Call): Promise<void> {
 // ---------------------------------------------------------------- the agent's calls
 
 /** Long-poll: the node's pending deploy with a fresh attempt id, or 204 after wait_ms. */
-async function claim(srv: ServerContext, c: Call, waiters: Set<() => void> & { closing?: boolean }): Promise<void> {
+async function claim(srv: ServerContext, c: Call, waiters: Waiters): Promise<void> {
   const node = await nodeOf(srv, c);
-  const waitMs = Math.min(MAX_WAIT_MS, Math.max(0, Number(c.query.get('wait_ms') ?? 25_000) || 0));
-  const end = Date.now() + waitMs;
-  let gone = false;
-  c.req.once('close', () => (gone = true));
-  c.res.once('close', () => (gone = true));
-  for (let i = 0; i < 10_000; i++) {
+  await longPoll(c, waiters, async (gone) => {
     const got = await srv.control.deploys.claim(node);
-    if (got) {
-      // Nobody to hand it to: the claim lapses and the deploy is claimed again.
-      if (gone) return;
-      const token = await storeToken(srv, node, got.deploy);
-      await sendJson(c.req, c.res, 200, { ...got, ...(token ? { store_token: token } : {}) });
-      return;
-    }
-    const left = end - Date.now();
-    if (left <= 0 || gone || waiters.closing) break;
-    await new Promise<void>((resolve) => {
-      const t = setTimeout(fin, Math.min(1_000, left));
-      waiters.add(fin);
-      function fin() {
-        clearTimeout(t);
-        waiters.delete(fin);
-        resolve();
-      }
-    });
-  }
-  if (!gone) {
-    c.res.writeHead(204);
-    c.res.end();
-  }
+    if (!got) return false;
+    // Nobody to hand it to: the claim lapses and the deploy is claimed again.
+    if (gone()) return true;
+    const token = await storeToken(srv, node, got.deploy);
+    await sendJson(c.req, c.res, 200, { ...got, ...(token ? { store_token: token } : {}) });
+    return true;
+  });
 }
 
 /**

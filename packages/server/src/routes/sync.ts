@@ -5,6 +5,7 @@
 // their node token, which acts only for its own node. Also the fleet's background work: the
 // sweep (leases, liveness, lapsed pauses) and the follower that turns promote / rollback / push
 // events into tasks for the targets that follow them.
+import { type Waiters, longPoll, newWaiters } from '../long-poll.js';
 import { KkError, isKkError } from '@kk/core';
 import type { Claim, Fleet, Target, TaskState } from '@kk/control';
 import { parseDuration } from '../config.js';
@@ -15,7 +16,6 @@ import { hasPermission } from '../tokens.js';
 import { testSshNode } from '../ssh-nodes.js';
 
 const BASE = '/api/sync';
-const MAX_WAIT_MS = 60_000;
 const BODY_LIMIT = 4 * 1024 * 1024;
 const TRIGGER_CURSOR = 'fleet.trigger_seq';
 const TRIGGER_LEASE = 'fleet.trigger';
@@ -34,10 +34,7 @@ export function registerSyncRoutes(srv: ServerContext, opts: { sweepEveryMs?: nu
   const env = (name: string) => (process.env[name] ? Number(process.env[name]) : undefined);
   fleet.configure({ heartbeatIntervalMs: env('KK_FLEET_HEARTBEAT_MS'), leaseMs: env('KK_FLEET_LEASE_MS'), offlineAfterMs: env('KK_FLEET_OFFLINE_MS') } as never);
   const r = srv.router;
-  const waiters = new Set<() => void>() as Set<() => void> & { closing?: boolean };
-  const wakeAll = () => {
-    for (const w of [...waiters]) w();
-  };
+  const { waiters, wakeAll } = newWaiters();
   fleet.onWork = wakeAll;
 
   r.add('POST', `${BASE}/registration-tokens`, { handler: (c) => createRegistrationToken(srv, c) });
@@ -249,41 +246,19 @@ async function heartbeat(srv: ServerContext, c: Call): Promise<void> {
 }
 
 /** Long-poll: claim now, or wait (up to wait_ms) for work to appear, checking every second. */
-async function claim(srv: ServerContext, c: Call, waiters: Set<() => void> & { closing?: boolean }): Promise<void> {
+async function claim(srv: ServerContext, c: Call, waiters: Waiters): Promise<void> {
   const node = await nodeOf(srv, c);
-  const waitMs = Math.min(MAX_WAIT_MS, Math.max(0, Number(c.query.get('wait_ms') ?? 25_000) || 0));
-  const end = Date.now() + waitMs;
-  let gone = false;
-  c.req.once('close', () => (gone = true));
-  c.res.once('close', () => (gone = true));
-  for (let i = 0; i < 10_000; i++) {
+  await longPoll(c, waiters, async (gone) => {
     const got: Claim | undefined = await srv.control.fleet.claim(node);
-    if (got) {
-      if (gone) {
-        // Nobody to hand it to: the lease lapses and the task is retried.
-        srv.log.warn('claimed task for a long-poll that went away', { node, task: got.task.id });
-        return;
-      }
-      await sendJson(c.req, c.res, 200, { ...got, store_token: await storeToken(srv, node, got) });
-      return;
+    if (!got) return false;
+    if (gone()) {
+      // Nobody to hand it to: the lease lapses and the task is retried.
+      srv.log.warn('claimed task for a long-poll that went away', { node, task: got.task.id });
+      return true;
     }
-    const left = end - Date.now();
-    // A server that is stopping answers "nothing now" at once; the agent asks again later.
-    if (left <= 0 || gone || waiters.closing) break;
-    await new Promise<void>((resolve) => {
-      const t = setTimeout(fin, Math.min(1_000, left));
-      waiters.add(fin);
-      function fin() {
-        clearTimeout(t);
-        waiters.delete(fin);
-        resolve();
-      }
-    });
-  }
-  if (!gone) {
-    c.res.writeHead(204);
-    c.res.end();
-  }
+    await sendJson(c.req, c.res, 200, { ...got, store_token: await storeToken(srv, node, got) });
+    return true;
+  });
 }
 
 /**
