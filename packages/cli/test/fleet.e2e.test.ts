@@ -161,9 +161,9 @@ describe('fleet: kk serve + 3 kk agent + 1 ssh node', () => {
     // The node token is in the agent's state dir, 0600.
     expect(JSON.parse(await readFile(sb.path('agents', 'a1', 'agent.json'), 'utf8')).token).toMatch(/^kkn_/);
     // One target through the CLI, the others through the API (each kk process costs a start-up).
-    const added = await sb.kkJson(['target', 'add', '--server', url, '--token', admin, '-p', 'shop', '-a', 'web', '--node', 'a1', '--path', sb.path('targets', 'a1')]);
+    const added = await sb.kkJson(['target', 'add', '--server', url, '--token', admin, '-p', 'shop', '-a', 'web', '--node', 'a1', '--path', sb.path('targets', 'a1'), '--mode', 'full']);
     expect(added.code, added.stderr).toBe(0);
-    expect(added.json).toMatchObject({ project: 'shop', app: 'web', path: sb.path('targets', 'a1'), strategy: 'mirror', follows: 'promoted' });
+    expect(added.json).toMatchObject({ project: 'shop', app: 'web', path: sb.path('targets', 'a1'), strategy: 'mirror', mode: 'full', follows: 'promoted' });
     // The ssh node: the server logs in to the testkit's sshd with its key (host key trusted on first use).
     const ssh = await api('POST', '/api/sync/nodes', { name: 's1', kind: 'ssh', address: `${sshd.user}@127.0.0.1:${sshd.port}` });
     expect(ssh.status).toBe(201);
