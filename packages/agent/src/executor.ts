@@ -160,7 +160,7 @@ export class PullExecutor implements TaskExecutor {
 
   /**
    * Verify (DESIGN 13): rehash the directory against the version's manifest. Every file exact and
-   * nothing extra (overlay: extra files are allowed) is OK; anything else is a CONFLICT naming the
+   * nothing extra (overlay: extra files are allowed; skip-existing: every file present) is OK; anything else is a CONFLICT naming the
    * first differences.
    */
   private async verify(claim: ClaimedTask, store: Store, digest: string, ignore: string[], ctx: ExecutionContext): Promise<TaskOutcome> {
@@ -169,7 +169,10 @@ export class PullExecutor implements TaskExecutor {
     ctx.log(`verifying ${target.path} against ${task.project}/${task.app} ${task.version}`);
     const manifest = await store.getManifest(digest as Parameters<Store['getManifest']>[0]);
     const r = await verifyTarget({ target: target.path, manifest, hasher: this.opts.hasher, ignore });
-    const problems = r.problems.filter((p) => target.strategy === 'mirror' || (p.problem !== 'extra' && p.problem !== 'not-a-dir'));
+    // skip-existing (seed 004) never compares what the directory has: only what it lacks differs.
+    const problems = r.problems.filter((p) =>
+      target.mode === 'skip-existing' ? p.problem === 'missing' : target.strategy === 'mirror' || (p.problem !== 'extra' && p.problem !== 'not-a-dir'),
+    );
     const result = { verified: problems.length === 0, files_checked: r.filesChecked, bytes_hashed: r.bytesHashed, problems: problems.slice(0, 50) };
     ctx.stage('done', 1);
     if (!problems.length) {

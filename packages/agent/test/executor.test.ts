@@ -109,6 +109,10 @@ it('skip-existing: only files the directory lacks are added; an existing file th
   expect(await readFile(join(target, 'dist', 'app.js'), 'utf8')).toBe('patched on the node');
   expect(await tree(target)).toEqual({ 'index.html': 'v1 index', 'old.txt': 'only in v1', 'dist/app.js': 'patched on the node', 'dist/new.js': 'v2 new', 'docs/readme.md': 'v1 docs' });
   expect(r.logs).toContain(`applying p/web v2 to ${target} (mirror, skip-existing)`);
+  // Its verify asks only that every file of the version be there; a missing one is a CONFLICT.
+  expect(await ex.run(claim('v2', target, { mode: 'skip-existing' }, null, 'verify'), recorder().ctx)).toMatchObject({ ok: true, result: { verified: true } });
+  await rm(join(target, 'dist', 'new.js'));
+  expect(await ex.run(claim('v2', target, { mode: 'skip-existing' }, null, 'verify'), recorder().ctx)).toMatchObject({ ok: false, code: 'CONFLICT', reason: expect.stringMatching(/dist\/new\.js \(missing\)/) });
   // The same claim in mode full makes the directory the version again.
   expect(await ex.run(claim('v2', target, { mode: 'full' }), recorder().ctx)).toMatchObject({ ok: true, result: { files_deleted: 1 } });
   expect(await tree(target)).toEqual({ 'index.html': 'v2 index', 'dist/app.js': 'v2 app', 'dist/new.js': 'v2 new', 'docs/readme.md': 'v2 docs' });

@@ -172,10 +172,11 @@ export function rsyncArgs(o: { ssh: string[]; filterFile: string; src: string; d
  * itemizes every file differing from the materialized version; `--delete` (mirror) also lists
  * files the version does not have. Nothing on the node is changed.
  */
-export function rsyncVerifyArgs(o: { ssh: string[]; filterFile: string; src: string; dest: string; address: SshAddress; mirror: boolean; settings: SshNodeSettings; timeoutS?: number }): string[] {
+export function rsyncVerifyArgs(o: { ssh: string[]; filterFile: string; src: string; dest: string; address: SshAddress; mirror: boolean; skipExisting?: boolean; settings: SshNodeSettings; timeoutS?: number }): string[] {
   return [
     '-rlptcn',
-    ...(o.mirror ? ['--delete'] : []),
+    // skip-existing never compares what the node has: only files it lacks are differences.
+    ...(o.skipExisting ? ['--ignore-existing'] : o.mirror ? ['--delete'] : []),
     `--exclude-from=${o.filterFile}`,
     '--itemize-changes',
     '--stats',

@@ -509,7 +509,7 @@ export class SshNodes {
   private async verify(n: FleetNode, claim: Claim, src: string, versionIgnore: string[], signal: AbortSignal, log: (l: string, level?: LogLine['level']) => void): Promise<TaskOutcome> {
     const { task, target } = claim;
     log(`verifying ${target.path} against ${task.project}/${task.app} ${task.version}: rsync -rlptcn${target.strategy === 'mirror' ? ' --delete' : ''} (a dry run with checksums)`);
-    const d = await this.dryRun(n, claim, src, versionIgnore, target.strategy === 'mirror', signal, log);
+    const d = await this.dryRun(n, claim, src, versionIgnore, target.strategy === 'mirror', signal, log, target.mode === 'skip-existing');
     if ('failure' in d) return d.failure;
     const result: TaskResult = { verified: d.count === 0, files_checked: d.filesChecked, problems: d.problems, via: 'rsync' };
     if (d.count === 0) {
@@ -569,11 +569,11 @@ export class SshNodes {
   }
 
   /** An itemizing rsync dry run with checksums from `src` to the target: what differs on the node (the first 50), or why it failed. */
-  private async dryRun(n: FleetNode, claim: Claim, src: string, versionIgnore: string[], mirror: boolean, signal: AbortSignal, log: (l: string, level?: LogLine['level']) => void): Promise<{ failure: TaskOutcome } | { problems: { path: string; problem: string }[]; count: number; filesChecked: number | null }> {
+  private async dryRun(n: FleetNode, claim: Claim, src: string, versionIgnore: string[], mirror: boolean, signal: AbortSignal, log: (l: string, level?: LogLine['level']) => void, skipExisting = false): Promise<{ failure: TaskOutcome } | { problems: { path: string; problem: string }[]; count: number; filesChecked: number | null }> {
     const { target } = claim;
     const r = await this.reach(n);
     const filterFile = await this.filterFile(claim, versionIgnore);
-    const args = rsyncVerifyArgs({ ssh: r.ssh, filterFile, src, dest: target.path, address: r.address, mirror, settings: r.settings, timeoutS: this.ioTimeoutS });
+    const args = rsyncVerifyArgs({ ssh: r.ssh, filterFile, src, dest: target.path, address: r.address, mirror, skipExisting, settings: r.settings, timeoutS: this.ioTimeoutS });
     const problems: { path: string; problem: string }[] = [];
     let count = 0;
     let stats = '';

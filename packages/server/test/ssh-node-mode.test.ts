@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type SshdBackend, startSshd, sshdUnavailable } from '@kk/testkit';
-import { rsyncArgs, rsyncFilterRules, sshArgs } from '../src/ssh-node-rsync.js';
+import { rsyncArgs, rsyncFilterRules, rsyncVerifyArgs, sshArgs, verifyProblem } from '../src/ssh-node-rsync.js';
 
 const run = promisify(execFile);
 const why = sshdUnavailable();
@@ -65,6 +65,24 @@ describe.skipIf(why !== undefined && process.env.CI !== 'true')('ssh node sync m
     expect(args).toContain('--ignore-existing');
     expect(args).not.toContain('--delete');
     expect(await files(dest)).toEqual({ 'index.html': 'edited on the node', 'extra.txt': 'not in the version', 'js/app.js': 'console.log(2)' });
+    // Its verify (a checksum dry run with --ignore-existing) finds only what the node lacks.
+    const verify = async () => {
+      const args = rsyncVerifyArgs({
+        ssh: sshArgs({ user: sshd.user, host: '127.0.0.1', port: sshd.port }, { identity_file: sshd.keyFile }, { knownHosts: join(dir, 'known_hosts') }),
+        filterFile: join(dir, 'filter'),
+        src: join(dir, 'version'),
+        dest,
+        address: { user: sshd.user, host: '127.0.0.1', port: sshd.port },
+        mirror: true,
+        skipExisting: true,
+        settings: { identity_file: sshd.keyFile },
+      });
+      const { stdout } = await run('rsync', args);
+      return stdout.split('\n').map((l) => verifyProblem(l)).filter((p) => p !== undefined).map((p) => p.path);
+    };
+    expect(await verify()).toEqual([]);
+    await rm(join(dest, 'js', 'app.js'));
+    expect(await verify()).toEqual(['js/app.js']);
     expect(await sync(dest, false)).toContain('--delete');
     expect(await files(dest)).toEqual({ 'index.html': '<h1>v2</h1>', 'js/app.js': 'console.log(2)' });
   }, 60_000);
