@@ -3,9 +3,9 @@
 // what mirror would delete and those paths are protected for the real run. Include/exclude are
 // merged with the defaults (.git/, runtime/, tmp/) as ignore rules, so excluded paths are never
 // touched. Every failure becomes an outcome with the error's code and a sentence saying why.
-import { type Hasher, KkError, type Store, Store as StoreClass, type VerifyProblem, isKkError, pull, verifyTarget, withRetry } from '@kk/core';
+import { type FallbackEvent, type Hasher, KkError, type Store, Store as StoreClass, type VerifyProblem, isKkError, pull, verifyTarget, withRetry } from '@kk/core';
 import { posix } from 'node:path';
-import { openDriver } from '@kk/drivers';
+import { openDriver, openDriverChain } from '@kk/drivers';
 import type { ClaimedTask, LogLine, TaskOutcome } from './api.js';
 
 /** Paths an agent never touches unless a target says otherwise (seed 000). */
@@ -57,6 +57,13 @@ export interface PullExecutorOptions {
   openStore?: () => Promise<Store>;
   /** Directories target paths must lie in (kk agent --allow-root); none: any absolute path. */
   allowedRoots?: string[];
+  /**
+   * Stores tried in order when the store fails with a backend outage (seed 004: the server, then
+   * the bucket behind it), opened with their own credentials; the fallback is logged in the task.
+   */
+  fallbackStores?: string[];
+  /** At most this many store read requests a second (seed 004 `rate_limit`). */
+  rateLimit?: number;
 }
 
 /** The allowed root a path lies in (itself or below), or undefined. */
@@ -68,10 +75,23 @@ export function allowedRoot(path: string, roots: readonly string[]): string | un
 export class PullExecutor implements TaskExecutor {
   constructor(private readonly opts: PullExecutorOptions) {}
 
-  private async store(claim: ClaimedTask): Promise<Store> {
+  /** Fallbacks of the store opened for the current task (seed 004: said in the result). */
+  private fallbacks: FallbackEvent[] = [];
+
+  private async store(claim: ClaimedTask, ctx: ExecutionContext): Promise<Store> {
+    this.fallbacks = [];
     if (this.opts.openStore) return this.opts.openStore();
     const token = (this.opts.claimToken !== false ? claim.store_token : undefined) ?? this.opts.token;
-    const driver = await openDriver(this.opts.storeUrl, token ? { token } : {});
+    const fallbacks = this.opts.fallbackStores ?? [];
+    let driver;
+    if (fallbacks.length || this.opts.rateLimit) {
+      const chain = await openDriverChain([{ url: this.opts.storeUrl, opts: token ? { token } : {} }, ...fallbacks.map((url) => ({ url }))], {
+        ...(this.opts.rateLimit ? { rateLimit: this.opts.rateLimit } : {}),
+        onFallback: (e) => ctx.log(`store ${e.from} failed (${e.reason}); using ${e.to}`, 'warn'),
+      });
+      driver = chain.driver;
+      this.fallbacks = chain.events;
+    } else driver = await openDriver(this.opts.storeUrl, token ? { token } : {});
     try {
       // A short outage of the server does not fail a task that is fetching.
       return await StoreClass.open(withRetry(driver, { retries: 6, baseMs: 500 }));
@@ -90,7 +110,7 @@ export class PullExecutor implements TaskExecutor {
     }
     try {
       ctx.stage('resolve', 0);
-      store = await this.store(claim);
+      store = await this.store(claim, ctx);
       const info = await store.resolveVersion(task.project, task.app, task.version);
       if (task.manifest && info.manifest !== task.manifest) {
         throw new KkError('MANIFEST_INVALID', `version ${task.version} of ${task.project}/${task.app} now names manifest ${info.manifest}, but the task was for ${task.manifest}`, {
@@ -148,6 +168,7 @@ export class PullExecutor implements TaskExecutor {
         ...(r.previous ? { previous: r.previous } : {}),
         ...(r.recovered ? { recovered: true } : {}),
         ...(r.warnings?.length ? { warnings: r.warnings } : {}),
+        ...(this.fallbacks.length ? { store_fallbacks: this.fallbacks } : {}),
       };
       ctx.log(`done: ${result.files_added} added, ${result.files_changed} changed, ${result.files_deleted} deleted, ${result.bytes_fetched} bytes fetched in ${result.seconds} s`);
       return { ok: true, result };

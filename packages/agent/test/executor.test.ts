@@ -118,6 +118,16 @@ it('skip-existing: only files the directory lacks are added; an existing file th
   expect(await tree(target)).toEqual({ 'index.html': 'v2 index', 'dist/app.js': 'v2 app', 'dist/new.js': 'v2 new', 'docs/readme.md': 'v2 docs' });
 });
 
+it('fallback stores (seed 004): with the first store down the next one serves the task, and the log and result say so', async () => {
+  const target = join(dir, 'fallback');
+  const ex = new PullExecutor({ storeUrl: 'http://127.0.0.1:9', fallbackStores: [storeUrl], rateLimit: 200, hasher, stateDir: join(dir, 'state') });
+  const r = recorder();
+  const o = await ex.run(claim('v2', target), r.ctx);
+  expect(o).toMatchObject({ ok: true, result: { store_fallbacks: [{ from: 'http://127.0.0.1:9/', to: storeUrl }] } });
+  expect(r.logs.some((l) => l.startsWith('store http://127.0.0.1:9/ failed') && l.endsWith(`using ${storeUrl}`))).toBe(true);
+  expect(await tree(target)).toEqual({ 'index.html': 'v2 index', 'dist/app.js': 'v2 app', 'dist/new.js': 'v2 new', 'docs/readme.md': 'v2 docs' });
+});
+
 it('include and exclude: only included paths are applied, excluded ones never', async () => {
   const target = join(dir, 'filtered');
   const ex = new PullExecutor({ storeUrl, hasher, stateDir: join(dir, 'state') });

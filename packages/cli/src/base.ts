@@ -6,7 +6,6 @@ import { dirname } from 'node:path';
 import { Command, Errors, type Interfaces } from '@oclif/core';
 import {
   CONFIG_FILE,
-  type Driver,
   type FallbackEvent,
   type Hasher,
   type KkConfig,
@@ -16,12 +15,9 @@ import {
   Store,
   createHasher,
   isKkError,
-  isOutage,
   loadConfig,
-  withFallback,
-  withRateLimit,
 } from '@kk/core';
-import { type OpenDriverOptions, describeStoreUrl, openDriver } from '@kk/drivers';
+import { type OpenDriverOptions, describeStoreUrl, openDriver, openDriverChain } from '@kk/drivers';
 import { EXIT, type ExitCode, describeFailure } from './exit-codes.js';
 import { outputFlags } from './flags.js';
 import { type ProgressDisplay, type ProgressMode, createProgress } from './progress.js';
@@ -233,32 +229,10 @@ export abstract class KkCommand<T extends typeof Command> extends Command {
     const token = this.common.token ?? process.env.KK_TOKEN ?? config?.token;
     if (!extra.length && !rate) return { store: await this.openStoreLocation(primary, {}, token), fallbacks: [] };
     const say = (e: FallbackEvent) => process.stderr.write(`kk: store ${e.from} failed (${e.reason}); using ${e.to}\n`);
-    const locs = [primary, ...extra];
-    const drivers: { label: string; driver: Driver }[] = [];
-    const skipped: FallbackEvent[] = [];
-    try {
-      for (const [i, loc] of locs.entries()) {
-        const driverOpts: OpenDriverOptions = { cwd: loc.cwd };
-        if (token) driverOpts.token = token;
-        const label = describeStoreUrl(loc.url);
-        try {
-          drivers.push({ label, driver: await openDriver(loc.url, driverOpts) });
-        } catch (err) {
-          // A store that cannot even be opened (a kk server that is down) is skipped like one that fails later.
-          if (i + 1 >= locs.length || !isOutage(err)) throw err;
-          if (drivers.length === 0) {
-            const e = { from: label, to: describeStoreUrl(locs[i + 1]!.url), reason: (err as Error).message.split('\n')[0]! };
-            skipped.push(e);
-            say(e);
-          }
-        }
-      }
-    } catch (err) {
-      for (const d of drivers) await d.driver.close().catch(() => {});
-      throw err;
-    }
-    const fb = withFallback(drivers, say, skipped);
-    const driver = rate ? withRateLimit(fb, rate) : fb;
+    const { driver, events } = await openDriverChain(
+      [primary, ...extra].map((loc) => ({ url: loc.url, opts: { cwd: loc.cwd, ...(token ? { token } : {}) } })),
+      { ...(rate ? { rateLimit: rate } : {}), onFallback: say },
+    );
     let store: Store;
     try {
       store = await Store.open(driver);
@@ -267,7 +241,7 @@ export abstract class KkCommand<T extends typeof Command> extends Command {
       throw err;
     }
     this.stores.push(store);
-    return { store, fallbacks: fb.events };
+    return { store, fallbacks: events };
   }
 
   /** --concurrency > the config's `concurrency` > 8. */

@@ -8,4 +8,4 @@ export { createSshDriver, sshDriverOptionsFromUrl, type SshDriverOptions, type S
 // docker:// is `@kk/drivers/docker` (undici again); its key mapping is shared with tar://.
 export type { DockerDriverOptions } from './docker.js';
 export type { TarDriverOptions } from './tar-store.js';
-export { registerDriver, openDriver, describeStoreUrl, type DriverFactory, type OpenDriverOptions } from './registry.js';
+export { registerDriver, openDriver, openDriverChain, describeStoreUrl, type DriverFactory, type OpenDriverOptions } from './registry.js';

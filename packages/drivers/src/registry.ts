@@ -1,7 +1,7 @@
 // The one map from store URL scheme to driver factory. A plain path means the file driver.
 import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { KkError } from '@kk/core';
+import { type FallbackEvent, KkError, isOutage, withFallback, withRateLimit } from '@kk/core';
 import type { Driver } from '@kk/core';
 import { createFileDriver } from './file.js';
 
@@ -40,6 +40,40 @@ export async function openDriver(url: string, opts: OpenDriverOptions = {}): Pro
     });
   }
   return factory(parsed, opts);
+}
+
+/**
+ * Stores tried in order (seed 004): the first that opens serves, and a later call that fails with
+ * a backend outage moves on to the next (core's withFallback); a store that cannot even be opened
+ * (a kk server that is down) is skipped the same way. Reads are capped at `rateLimit` a second.
+ * `events` lists every switch, for the result.
+ */
+export async function openDriverChain(
+  stores: readonly { url: string; opts?: OpenDriverOptions }[],
+  o: { rateLimit?: number; onFallback?: (e: FallbackEvent) => void } = {},
+): Promise<{ driver: Driver; events: FallbackEvent[] }> {
+  const opened: { label: string; driver: Driver }[] = [];
+  const skipped: FallbackEvent[] = [];
+  try {
+    for (const [i, s] of stores.entries()) {
+      const label = describeStoreUrl(s.url);
+      try {
+        opened.push({ label, driver: await openDriver(s.url, s.opts) });
+      } catch (err) {
+        if (i + 1 >= stores.length || !isOutage(err)) throw err;
+        if (opened.length === 0) {
+          const e = { from: label, to: describeStoreUrl(stores[i + 1]!.url), reason: (err as Error).message.split('\n')[0]! };
+          skipped.push(e);
+          o.onFallback?.(e);
+        }
+      }
+    }
+  } catch (err) {
+    for (const d of opened) await d.driver.close().catch(() => {});
+    throw err;
+  }
+  const fb = withFallback(opened, o.onFallback, skipped);
+  return { driver: o.rateLimit ? withRateLimit(fb, o.rateLimit) : fb, events: fb.events };
 }
 
 /** `url` for messages and logs: passwords and token-like query parameters replaced by `***`. */

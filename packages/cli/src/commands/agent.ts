@@ -28,6 +28,14 @@ export default class AgentCommand extends KkCommand<typeof AgentCommand> {
     tags: Flags.string({ summary: 'Node tags at enrolment, key=value[,key=value...].', env: 'KK_NODE_TAGS', helpValue: 'TAGS' }),
     'state-dir': Flags.string({ summary: 'Where the agent keeps its identity, outbox and the targets\' state [default: $KK_STATE_DIR/agent or ~/.local/state/kk/agent].', env: 'KK_AGENT_STATE_DIR', helpValue: 'DIR' }),
     store: Flags.string({ summary: 'Store to pull from [default: the server itself].', helpValue: 'URL' }),
+    'fallback-store': Flags.string({
+      summary: 'A store tried next when the store fails with a backend error (repeatable, in order), e.g. the S3 bucket behind the server; opened with its own credentials.',
+      env: 'KK_FALLBACK_STORES',
+      multiple: true,
+      delimiter: ',',
+      helpValue: 'URL',
+    }),
+    'rate-limit': Flags.integer({ summary: 'At most N store read requests a second per task.', env: 'KK_RATE_LIMIT', min: 1, helpValue: 'N' }),
     'store-token': Flags.string({ summary: 'Token for --store [default: the node token when pulling from the server].', env: 'KK_STORE_TOKEN', helpValue: 'TOKEN' }),
     concurrency: Flags.integer({ summary: 'Parallel fetches inside one task [default: 8].', min: 1, max: 256, helpValue: 'N' }),
     'allow-root': Flags.string({ summary: 'Only apply targets whose path lies in this directory; repeatable [default: any absolute path].', env: 'KK_AGENT_ALLOW_ROOTS', multiple: true, delimiter: ',', helpValue: 'DIR' }),
@@ -53,6 +61,8 @@ export default class AgentCommand extends KkCommand<typeof AgentCommand> {
       agent: await agentId(),
       ...(f.concurrency ? { concurrency: f.concurrency } : {}),
       ...(f['allow-root']?.length ? { allowedRoots: f['allow-root'] } : {}),
+      ...(f['fallback-store']?.length ? { fallbackStores: f['fallback-store'] } : {}),
+      ...(f['rate-limit'] ? { rateLimit: f['rate-limit'] } : {}),
     } as ConstructorParameters<typeof PullExecutor>[0]);
     // Deploys (kk deploy ...): one at a time beside the sync tasks, journalled in the state dir.
     const deploys = agentDeploys({ server: f.server, stateDir, hasher: this.hasher, ...(f.store ? { storeUrl: f.store } : {}), ...(f['store-token'] ? { storeToken: f['store-token'] } : {}), log, ...(f['poll-wait'] !== undefined ? { pollWaitMs: f['poll-wait'] * 1000 } : {}) });
