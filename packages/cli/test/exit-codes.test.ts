@@ -11,7 +11,7 @@ describe('describeFailure', () => {
   const expected: Record<number, KkErrorCode[]> = {
     [EXIT.USAGE]: ['CONFIG_MISSING', 'CONFIG_INVALID', 'INVALID_NAME'],
     [EXIT.INTEGRITY]: ['CHUNK_CORRUPT', 'UNSAFE_PATH', 'MANIFEST_INVALID'],
-    [EXIT.CONFLICT]: ['VERSION_EXISTS', 'LOCKED'],
+    [EXIT.CONFLICT]: ['VERSION_EXISTS', 'LOCKED', 'PAUSED'],
   };
   it('maps every KkError code to its documented exit code', () => {
     for (const code of Object.keys(ERROR_CODES) as KkErrorCode[]) {
