@@ -108,7 +108,8 @@ describe.skipIf(!!unavailable)(`kk with an ssh:// store on sshd${unavailable ? `
       [s3Url, back],
     ] as const) {
       const c = await kkJson(['copy', '--from', from, '--to', to]);
-      expect(c.code, c.stderr).toBe(0);
+      // With --json a failure is a JSON document on stdout: show it too.
+      expect(c.code, `kk copy --from ${from} --to ${to}: ${c.stderr}${c.stdout}`).toBe(0);
       expect(c.json).toMatchObject({ versions: 1, chunksCopied: p.json.chunks });
     }
     // Same chunk objects, same manifest, same ref target: the stores are byte-identical but for timestamps.
