@@ -264,6 +264,16 @@ export class Webhooks {
     });
   }
 
+  /**
+   * A `ping` delivery to this webhook alone (GitHub's "ping", seed 9: test a receiver without
+   * causing an event): signed and logged like any delivery, never fanned out, not in the event log.
+   */
+  async ping(webhook: string, by: string): Promise<Delivery> {
+    const now = new Date();
+    const event = { id: `evt-ping-${timeId(now.getTime())}`, type: 'ping', time: now.toISOString(), webhook, by };
+    return this.cdb.writeTx((tx) => this.enqueue(tx, webhook, event.id, 'ping', JSON.stringify(event), null));
+  }
+
   /** A new pending delivery, due now. */
   async enqueue(ex: Executor, webhook: string, eventId: string, type: string, body: string, eventSeq: number | null): Promise<Delivery> {
     const now = new Date();

@@ -88,6 +88,13 @@ export class Webhooks {
   // ---- the delivery log ----
 
   /** Send an earlier delivery's event again, as a new delivery with the same event id and body. */
+  /** A `ping` to one webhook (control's Webhooks.ping), sent at once. */
+  async ping(webhook: string, by: string): Promise<Delivery> {
+    const d = await this.control.webhooks.ping(webhook, by);
+    this.kick();
+    return d;
+  }
+
   async redeliver(webhook: string, deliveryId: string): Promise<Delivery | undefined> {
     const d = await this.control.webhooks.redeliver(webhook, deliveryId);
     if (d) this.kick();

@@ -219,6 +219,25 @@ describe('webhook deliveries', () => {
   });
 });
 
+describe('webhook ping', () => {
+  it('sends a signed ping to that webhook alone, logged as a delivery; an unknown id is 404', async () => {
+    const rx = await receiver();
+    const other = await receiver();
+    const { id, secret } = await hook(rx, ['push']);
+    await hook(other, ['*']);
+    const r = await call(t.url, 'POST', `/webhooks/${id}/ping`, { token: t.admin });
+    expect(r.status).toBe(202);
+    expect(r.json()).toMatchObject({ webhook: id, event: 'ping', state: 'pending' });
+    await waitFor('the ping', async () => rx.events('ping').length === 1);
+    const [p] = rx.events('ping');
+    expect(p!.body).toMatchObject({ type: 'ping', webhook: id });
+    expect(validSignature(secret, p!)).toBe(true);
+    expect((await deliveries(id)).some((d: { event: string; state: string }) => d.event === 'ping' && d.state === 'delivered')).toBe(true);
+    expect(other.events('ping')).toEqual([]);
+    expect((await call(t.url, 'POST', '/webhooks/wh-0000000000000000/ping', { token: t.admin })).status).toBe(404);
+  });
+});
+
 describe("kk's hidden deploy-callback hooks", () => {
   it('are neither listed nor reachable by id through the webhook API', async () => {
     const control = await openControl(t);

@@ -252,6 +252,11 @@ describe('web UI in Chromium against kk serve', () => {
     await page.getByRole('button', { name: 'Redeliver' }).click();
     await until('the redelivery', 15_000, async () => received.length === 2);
     expect(received[1]).toBe(received[0]);
+    // Ping: a signed test delivery to this webhook, listed with the others.
+    await page.getByRole('button', { name: 'Ping' }).click();
+    await until('the ping', 15_000, async () => received.length === 3);
+    expect(JSON.parse(received[2]!)).toMatchObject({ type: 'ping' });
+    await poll(() => page.getByRole('cell', { name: 'ping' }).count()).toBe(1);
     await axe(page, 'webhooks');
 
     // Version detail: meta.yaml with Chinese data, the diff against another version.

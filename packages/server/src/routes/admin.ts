@@ -32,6 +32,7 @@ export function registerAdminRoutes(srv: ServerContext): void {
     r.add('DELETE', `${base}/webhooks/{id}`, { handler: (c) => deleteWebhook(srv, c) });
     r.add('GET', `${base}/webhooks/{id}/deliveries`, { handler: (c) => listDeliveries(srv, c) });
     r.add('POST', `${base}/webhooks/{id}/deliveries/{delivery}/redeliver`, { handler: (c) => redeliver(srv, c) });
+    r.add('POST', `${base}/webhooks/{id}/ping`, { handler: (c) => ping(srv, c) });
   }
   for (const base of ['', api]) r.add('GET', `${base}/audit`, { handler: (c) => queryAudit(srv, c) });
   r.add('GET', `${api}/events`, { handler: (c) => listEvents(srv, c) });
@@ -189,6 +190,13 @@ async function listDeliveries(srv: ServerContext, c: Call): Promise<void> {
   const { items, total } = await srv.webhooks.deliveries(w.id, page.offset, page.limit, page.order);
   const next = page.offset + items.length;
   await sendJson(c.req, c.res, 200, { items, total, limit: page.limit, offset: page.offset, order: page.order, next_offset: next < total ? next : null, seq });
+}
+
+/** Send a `ping` to one webhook now (test its receiver); 202 with the delivery to follow. */
+async function ping(srv: ServerContext, c: Call): Promise<void> {
+  const w = await loadWebhook(srv, c);
+  const d = await srv.webhooks.ping(w.id, c.principal.tokenId);
+  await sendJson(c.req, c.res, 202, d);
 }
 
 async function redeliver(srv: ServerContext, c: Call): Promise<void> {
