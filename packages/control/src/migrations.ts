@@ -178,6 +178,13 @@ export const MIGRATIONS: Migration[] = [
   deploysMigration(3),
   deploysClaimMigration(4),
   fleetModeMigration(5),
+  {
+    version: 6,
+    name: 'tokens: last used',
+    async up(db) {
+      await sql.raw('alter table tokens add column last_used text').execute(db);
+    },
+  },
 ];
 
 /** The highest schema version this code knows. */

@@ -22,6 +22,8 @@ export interface TokensTable {
   expires: string | null;
   revoked: string | null;
   created_by: string;
+  /** When the token last authenticated a request (to the minute; migration 6). */
+  last_used?: string | null;
 }
 
 export interface WebhooksTable {

@@ -27,6 +27,8 @@ export interface TokenRecord {
   revoked: string | null;
   /** Id of the token that created this one. */
   created_by: string;
+  /** When it last authenticated a request, to the minute (null: never). */
+  last_used?: string | null;
 }
 
 /** Who is calling: a verified token. */
@@ -112,6 +114,7 @@ export interface MintRequest {
 }
 
 const ID_RE = /^[0-9a-f]{20}$/;
+const LAST_USED_EVERY_MS = 60_000;
 
 function fromRow(r: TokensTable): TokenRecord {
   return {
@@ -124,6 +127,7 @@ function fromRow(r: TokensTable): TokenRecord {
     expires: r.expires,
     revoked: r.revoked,
     created_by: r.created_by,
+    last_used: r.last_used ?? null,
   };
 }
 
@@ -160,7 +164,21 @@ export class Tokens {
     if (rec.revoked) throw new KkError('AUTH', 'the token has been revoked');
     const expires = rec.expires ? Date.parse(rec.expires) : undefined;
     if (expires !== undefined && expires <= Date.now()) throw new KkError('AUTH', 'the token has expired');
+    this.touch(rec);
     return { tokenId: rec.id, name: rec.name, scope: parseScope(rec.scope), permissions: new Set(rec.permissions), expires };
+  }
+
+  /**
+   * Record the use, at most once a minute per token (a write per request would make every read
+   * a write); best effort: a failed write never fails the request.
+   */
+  private touch(rec: TokenRecord): void {
+    const now = Date.now();
+    if (rec.last_used && now - Date.parse(rec.last_used) < LAST_USED_EVERY_MS) return;
+    const at = new Date(now).toISOString();
+    void this.cdb
+      .writeTx((tx) => tx.updateTable('tokens').set({ last_used: at }).where('id', '=', rec.id).execute())
+      .catch(() => {});
   }
 
   async get(id: string, ex: Executor = this.cdb.db): Promise<TokenRecord | undefined> {

@@ -13,6 +13,24 @@ async function authErr(p: Promise<unknown>): Promise<string> {
 }
 
 describeDialects('tokens', (ctx) => {
+  it('records when a token was last used, at most once a minute', async () => {
+    const c = await ctx.open();
+    const { token, record } = await c.tokens.mint({ name: 'used', scope: parseScope('global'), permissions: ['pull'] }, 'admin');
+    expect((await c.tokens.get(record.id))!.last_used).toBeNull();
+    const before = Date.now();
+    await c.tokens.authenticate(`Bearer ${token}`);
+    let first: string | null | undefined;
+    for (let i = 0; i < 100 && !first; i++) {
+      first = (await c.tokens.get(record.id))!.last_used;
+      if (!first) await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(Date.parse(first!)).toBeGreaterThanOrEqual(before - 1000);
+    // A second use within the minute writes nothing.
+    await c.tokens.authenticate(`Bearer ${token}`);
+    await new Promise((r) => setTimeout(r, 100));
+    expect((await c.tokens.get(record.id))!.last_used).toBe(first);
+  });
+
   it('store only the hash; the secret authenticates, a wrong one does not', async () => {
     const c = await ctx.open();
     const { token, record } = await c.tokens.mint({ name: 'ci', scope: parseScope('project:web'), permissions: ['pull', 'push'] }, 'admin');

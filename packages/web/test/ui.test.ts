@@ -256,7 +256,7 @@ describe('web UI in Chromium against kk serve', () => {
     await page.getByRole('button', { name: 'Ping' }).click();
     await until('the ping', 15_000, async () => received.length === 3);
     expect(JSON.parse(received[2]!)).toMatchObject({ type: 'ping' });
-    await poll(() => page.getByRole('cell', { name: 'ping' }).count()).toBe(1);
+    await poll(() => page.getByRole('cell', { name: 'ping', exact: true }).count()).toBe(1);
     await axe(page, 'webhooks');
 
     // Version detail: meta.yaml with Chinese data, the diff against another version.
