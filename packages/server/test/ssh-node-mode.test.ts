@@ -41,17 +41,19 @@ describe.skipIf(why !== undefined && process.env.CI !== 'true')('ssh node sync m
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
+  /** What rsyncArgs and rsyncVerifyArgs take for the test's node and version. */
+  const on = (dest: string, skipExisting: boolean) => ({
+    ssh: sshArgs({ user: sshd.user, host: '127.0.0.1', port: sshd.port }, { identity_file: sshd.keyFile }, { knownHosts: join(dir, 'known_hosts') }),
+    filterFile: join(dir, 'filter'),
+    src: join(dir, 'version'),
+    dest,
+    address: { user: sshd.user, host: '127.0.0.1', port: sshd.port },
+    mirror: true,
+    skipExisting,
+    settings: { identity_file: sshd.keyFile },
+  });
   const sync = async (dest: string, skipExisting: boolean) => {
-    const args = rsyncArgs({
-      ssh: sshArgs({ user: sshd.user, host: '127.0.0.1', port: sshd.port }, { identity_file: sshd.keyFile }, { knownHosts: join(dir, 'known_hosts') }),
-      filterFile: join(dir, 'filter'),
-      src: join(dir, 'version'),
-      dest,
-      address: { user: sshd.user, host: '127.0.0.1', port: sshd.port },
-      mirror: true,
-      skipExisting,
-      settings: { identity_file: sshd.keyFile },
-    });
+    const args = rsyncArgs(on(dest, skipExisting));
     await run('rsync', args);
     return args;
   };
@@ -67,17 +69,7 @@ describe.skipIf(why !== undefined && process.env.CI !== 'true')('ssh node sync m
     expect(await files(dest)).toEqual({ 'index.html': 'edited on the node', 'extra.txt': 'not in the version', 'js/app.js': 'console.log(2)' });
     // Its verify (a checksum dry run with --ignore-existing) finds only what the node lacks.
     const verify = async () => {
-      const args = rsyncVerifyArgs({
-        ssh: sshArgs({ user: sshd.user, host: '127.0.0.1', port: sshd.port }, { identity_file: sshd.keyFile }, { knownHosts: join(dir, 'known_hosts') }),
-        filterFile: join(dir, 'filter'),
-        src: join(dir, 'version'),
-        dest,
-        address: { user: sshd.user, host: '127.0.0.1', port: sshd.port },
-        mirror: true,
-        skipExisting: true,
-        settings: { identity_file: sshd.keyFile },
-      });
-      const { stdout } = await run('rsync', args);
+      const { stdout } = await run('rsync', rsyncVerifyArgs(on(dest, true)));
       return stdout.split('\n').map((l) => verifyProblem(l)).filter((p) => p !== undefined).map((p) => p.path);
     };
     expect(await verify()).toEqual([]);
