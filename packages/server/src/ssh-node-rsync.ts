@@ -155,6 +155,13 @@ export function rsyncArgs(o: { ssh: string[]; filterFile: string; src: string; d
     `--exclude-from=${o.filterFile}`,
     ...(o.settings.quick_check ? [] : ['--checksum']),
     '--mkpath',
+    ...reportAndRoute(o),
+  ];
+}
+
+/** What a sync and a verify share: itemized output and stats, the timeout, ssh, source and destination. */
+function reportAndRoute(o: { ssh: string[]; src: string; dest: string; address: SshAddress; settings: SshNodeSettings; timeoutS?: number }): string[] {
+  return [
     '--itemize-changes',
     '--stats',
     '--no-human-readable',
@@ -178,15 +185,7 @@ export function rsyncVerifyArgs(o: { ssh: string[]; filterFile: string; src: str
     // skip-existing never compares what the node has: only files it lacks are differences.
     ...(o.skipExisting ? ['--ignore-existing'] : o.mirror ? ['--delete'] : []),
     `--exclude-from=${o.filterFile}`,
-    '--itemize-changes',
-    '--stats',
-    '--no-human-readable',
-    `--timeout=${o.timeoutS ?? 120}`,
-    ...(o.settings.rsync_path ? [`--rsync-path=${o.settings.rsync_path}`] : []),
-    '-e',
-    ['ssh', ...o.ssh].map(quoteArg).join(' '),
-    `${o.src.replace(/\/$/, '')}/`,
-    `${destination(o.address, true)}:${o.dest}/`,
+    ...reportAndRoute(o),
   ];
 }
 
