@@ -23,7 +23,7 @@ import { type AddressInfo, createServer } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Store, type Digest } from '@kk/core';
 import { openDriver } from '@kk/drivers';
-import { KK_BIN, type Sandbox, cleanEnv, rsyncDifferences, sandbox, writeRandomFile, writeTree } from './helpers.js';
+import { KK_BIN, type Sandbox, cleanEnv, rsyncDifferences, sandbox, spawnServe, writeRandomFile, writeTree } from './helpers.js';
 
 const admin = `admin-${randomBytes(12).toString('hex')}`;
 const secret = `cb-${randomBytes(12).toString('hex')}`;
@@ -163,23 +163,9 @@ describe('deploys: kk serve + kk agent + kk deploy', () => {
     await writeTree(sb.path('builds', 'v1'), { 'index.html': 'v1 healthy', 'app.js': 'one', 'lib/util.js': 'u1' });
     await writeTree(sb.path('builds', 'v2'), { 'index.html': 'v2 broken', 'app.js': 'two', 'new.js': 'only in v2' });
     await writeTree(sb.root, { 'server.yml': `webhook_secret: ${secret}\nwebhook_poll: 200ms\n` });
-    server = await new Promise<ChildProcess>((resolve, reject) => {
-      const child = spawn(process.execPath, [KK_BIN, 'serve', '--store', sb.path('store'), '--listen', `127.0.0.1:${port}`, '--config', sb.path('server.yml')], {
-        cwd: sb.root,
-        env: cleanEnv({ KK_ADMIN_TOKEN: admin, KK_STATE_DIR: sb.stateDir, KK_FLEET_HEARTBEAT_MS: '1000', KK_FLEET_SWEEP_MS: '500' }),
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      let out = '';
-      const timer = setTimeout(() => reject(new Error(`kk serve did not listen within 30 s:\n${out}`)), 30_000);
-      child.stdout!.on('data', (d: Buffer) => {
-        out += d.toString();
-        if (out.includes('"msg":"listening"')) {
-          clearTimeout(timer);
-          resolve(child);
-        }
-      });
-      child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-      child.once('exit', (code) => reject(new Error(`kk serve exited with ${code}:\n${out}`)));
+    server = await spawnServe(['--store', sb.path('store'), '--listen', `127.0.0.1:${port}`, '--config', sb.path('server.yml')], {
+      cwd: sb.root,
+      env: cleanEnv({ KK_ADMIN_TOKEN: admin, KK_STATE_DIR: sb.stateDir, KK_FLEET_HEARTBEAT_MS: '1000', KK_FLEET_SWEEP_MS: '500' }),
     });
     await writeTree(sb.path('ci'), { '.kkartifact.yml': `server_url: ${url}\ntoken: ${admin}\n` });
     for (const v of ['v1', 'v2']) {

@@ -14,7 +14,7 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type SshdBackend, startSshd } from '@kk/testkit';
-import { KK_BIN, type Sandbox, cleanEnv, pseudoRandom, rsyncDifferences, sandbox, writeTree } from './helpers.js';
+import { KK_BIN, type Sandbox, cleanEnv, pseudoRandom, rsyncDifferences, sandbox, spawnServe, writeTree } from './helpers.js';
 
 const admin = `admin-${randomBytes(12).toString('hex')}`;
 const FLEET_ENV = { KK_FLEET_HEARTBEAT_MS: '500', KK_FLEET_LEASE_MS: '3000', KK_FLEET_OFFLINE_MS: '3000', KK_FLEET_SWEEP_MS: '300', KK_SSH_POLL_MS: '300' };
@@ -58,24 +58,7 @@ describe('fleet: kk serve + 3 kk agent + 1 ssh node', () => {
   };
 
   const startServer = () =>
-    new Promise<ChildProcess>((resolve, reject) => {
-      const child = spawn(process.execPath, [KK_BIN, 'serve', '--store', sb.path('store'), '--listen', `127.0.0.1:${port}`], {
-        cwd: sb.root,
-        env: cleanEnv({ KK_ADMIN_TOKEN: admin, KK_STATE_DIR: sb.stateDir, ...FLEET_ENV }),
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      let out = '';
-      const timer = setTimeout(() => reject(new Error(`kk serve did not listen within 30 s:\n${out}`)), 30_000);
-      child.stdout!.on('data', (d: Buffer) => {
-        out += d.toString();
-        if (out.includes('"msg":"listening"')) {
-          clearTimeout(timer);
-          resolve(child);
-        }
-      });
-      child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-      child.once('exit', (code) => reject(new Error(`kk serve exited with ${code}:\n${out}`)));
-    });
+    spawnServe(['--store', sb.path('store'), '--listen', `127.0.0.1:${port}`], { cwd: sb.root, env: cleanEnv({ KK_ADMIN_TOKEN: admin, KK_STATE_DIR: sb.stateDir, ...FLEET_ENV }) });
 
   const startAgent = (name: string, first: boolean) => {
     const args = [KK_BIN, 'agent', '--server', url, '--name', name, '--tags', `role=web,n=${name}`, '--state-dir', sb.path('agents', name), '--poll-wait', '2'];

@@ -1,6 +1,6 @@
 // Shared by the CLI end-to-end tests: run the built `kk` in a sandbox directory whose state dir,
 // store and trees all live under one temp directory.
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { createCipheriv, createHash } from 'node:crypto';
 import { chmod, mkdir, mkdtemp, open, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -139,4 +139,22 @@ export async function writeRandomFile(path: string, size: number, seed: string):
   } finally {
     await fh.close();
   }
+}
+
+/** Start `kk serve ARGS` (a real process) and resolve once it logs that it listens (30 s at most). */
+export function spawnServe(args: string[], opts: { cwd: string; env: NodeJS.ProcessEnv }): Promise<ChildProcess> {
+  return new Promise<ChildProcess>((resolve, reject) => {
+    const child = spawn(process.execPath, [KK_BIN, 'serve', ...args], { cwd: opts.cwd, env: opts.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`kk serve did not listen within 30 s:\n${out}`)), 30_000);
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('"msg":"listening"')) {
+        clearTimeout(timer);
+        resolve(child);
+      }
+    });
+    child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+    child.once('exit', (code) => reject(new Error(`kk serve exited with ${code}:\n${out}`)));
+  });
 }
