@@ -54,6 +54,12 @@ export class RegistryClient {
   readonly where: string;
   /** Requests sent (every HTTP exchange with the registry, token requests excluded). */
   requests = 0;
+  /**
+   * HTTP/1.1 bytes of those exchanges: request line, headers and body sent; status line, headers
+   * and body received (TLS framing and token requests excluded). Bench figures, not billing.
+   */
+  bytesSent = 0;
+  bytesReceived = 0;
   private readonly pool: Pool;
   private readonly auth: RegistryAuth;
   private readonly retries: number;
@@ -121,6 +127,8 @@ export class RegistryClient {
       ? await this.pool.request({ method: method as 'GET', path: absolute ? pathAndQuery(pathOrUrl) : pathOrUrl, headers, body: body ?? null })
       : await request(pathOrUrl, { method: method as 'GET', headers, body: body ?? null });
     const data = method === 'HEAD' ? (await res.body.dump(), Buffer.alloc(0)) : Buffer.from(await res.body.arrayBuffer());
+    this.bytesSent += httpHeadBytes(`${method} ${absolute ? pathAndQuery(pathOrUrl) : pathOrUrl} HTTP/1.1`, { host: this.host, ...headers, ...(body ? { 'content-length': String(body.length) } : {}) }) + (body?.length ?? 0);
+    this.bytesReceived += httpHeadBytes(`HTTP/1.1 ${res.statusCode} XX`, res.headers) + data.length;
     // Blob GETs may redirect to the storage backend (S3, a CDN); its URL carries its own signature.
     if ((res.statusCode === 307 || res.statusCode === 302 || res.statusCode === 303) && (method === 'GET' || method === 'HEAD') && redirects < 5) {
       const location = header(res.headers, 'location');
@@ -316,4 +324,13 @@ function registryError(res: Exchange, what: string): KkError {
   if (res.status === 429) return new KkError('BACKEND', text, { details, hint: 'the registry rate-limits this client: wait, or authenticate for a higher limit' });
   if (res.status === 413) return new KkError('BACKEND', text, { details, hint: 'the registry (or a proxy before it) refuses bodies this large' });
   return new KkError((code && CODE_OF_REGISTRY_ERROR[code]) || 'BACKEND', text, { details });
+}
+
+/** Bytes of an HTTP/1.1 start line and header block as they cross the wire. */
+function httpHeadBytes(startLine: string, headers: Record<string, string | string[] | undefined>): number {
+  let n = startLine.length + 4; // CRLF after the start line and after the block
+  for (const [k, v] of Object.entries(headers)) {
+    for (const one of Array.isArray(v) ? v : v === undefined ? [] : [v]) n += k.length + 2 + Buffer.byteLength(one) + 2;
+  }
+  return n;
 }
