@@ -6,7 +6,7 @@
 // chunk through every chunk map, so the report names the damaged chunks; repair quarantines the
 // pack and a re-push uploads the chunks it held (loose).
 import type { Digest } from './digest.js';
-import { CHUNKMAPS_PREFIX, type ChunkMapEntry, PACKS_PREFIX, decodeChunkMap } from './pack.js';
+import { CHUNKMAPS_PREFIX, type ChunkMapEntry, PACKS_PREFIX, decodeChunkMap, decodeFrame, frameMember } from './pack.js';
 import type { Hasher } from './hash/pool.js';
 import { acquireGcLock } from './locks.js';
 import { decodeManifest, fileChunks } from './manifest.js';
@@ -107,7 +107,7 @@ export async function fsck(opts: FsckOptions): Promise<FsckResult> {
         for (const e of decodeChunkMap(bytes, digest).entries()) {
           let m = inPack.get(e.pack);
           if (!m) inPack.set(e.pack, (m = new Map()));
-          m.set(`${e.digest}@${e.offset}`, e);
+          m.set(`${e.digest}@${e.offset}+${e.inner ?? ''}`, e);
         }
       } catch (err) {
         damaged.push({ kind: 'chunkmap', key, digest, reason: err instanceof Error ? err.message : String(err) });
@@ -124,9 +124,21 @@ export async function fsck(opts: FsckOptions): Promise<FsckResult> {
       chunksChecked += entries.length;
       if (whole.ok) return;
       let named = 0;
-      for (const e of entries) {
+      // A frame is decoded once for all its members; a frame that does not decode damages each.
+      const frames = new Map<number, Promise<Buffer | string>>();
+      const objectOf = async (e: ChunkMapEntry): Promise<Buffer | string> => {
         const obj = bytes.subarray(e.offset, e.offset + e.length);
-        const r = obj.length === e.length ? await hasher.decodeChunk(obj, e.digest, e.size, max) : { ok: false as const, reason: 'the pack is shorter than its chunk map says' };
+        if (obj.length !== e.length) return 'the pack is shorter than its chunk map says';
+        if (e.inner === undefined) return obj;
+        let frame = frames.get(e.offset);
+        if (!frame) frames.set(e.offset, (frame = decodeFrame(obj).catch((err: unknown) => `its frame at offset ${e.offset} does not decode (${(err as Error)?.message ?? err})`)));
+        const raw = await frame;
+        if (typeof raw === 'string') return raw;
+        return frameMember(raw, e) ?? `its frame at offset ${e.offset} is shorter than the chunk map says`;
+      };
+      for (const e of entries) {
+        const obj = await objectOf(e);
+        const r = typeof obj !== 'string' ? await hasher.decodeChunk(obj, e.digest, e.size, max) : { ok: false as const, reason: obj };
         if (!r.ok) {
           damaged.push({ kind: 'pack', key, digest: e.digest, pack: digest, reason: `chunk ${e.digest} in pack ${digest}: ${r.reason}` });
           named++;

@@ -87,10 +87,18 @@ export async function gc(opts: GcOptions): Promise<GcResult> {
     });
     const livePacks = new Map<Digest, number>();
     const liveMaps = new Map<Digest, ChunkMap>();
+    // Live bytes of a pack: each stored object (a chunk object or a frame) counted once, however
+    // many versions or frame members name it.
+    const counted = new Set<string>();
     await forEachLimit(chunkMaps.keys(), 8, async (d) => {
       const map = await store.getChunkMap(d);
       liveMaps.set(d, map);
-      for (const e of map.entries()) livePacks.set(e.pack, (livePacks.get(e.pack) ?? 0) + e.length);
+      for (const e of map.entries()) {
+        const at = `${e.pack}@${e.offset}`;
+        if (counted.has(at)) continue;
+        counted.add(at);
+        livePacks.set(e.pack, (livePacks.get(e.pack) ?? 0) + e.length);
+      }
     });
     opts.onProgress?.({ phase: 'gc', done: 0, total: 0, bytesDone: 0, bytesTotal: 0 });
 
@@ -263,9 +271,17 @@ async function repack(
   for (const [pack, entries] of byPack) {
     const bytes = await store.driver.get(packKey(pack));
     if (!bytes) throw new KkError('NOT_FOUND', `pack ${pack} vanished during repack`, { hint: 'run kk gc again' });
+    // A frame moves whole (its live members keep their place inside it), once.
+    const frames = new Map<number, ChunkMapEntry[]>();
     for (const e of entries.sort((a, b) => a.offset - b.offset)) {
       if (bytes.length < e.offset + e.length) throw new KkError('CHUNK_CORRUPT', `pack ${pack} is shorter than its chunk map says`, { details: { digest: e.digest, pack } });
-      await flush(writer.add(e.digest, bytes.subarray(e.offset, e.offset + e.length), e.size));
+      const object = bytes.subarray(e.offset, e.offset + e.length);
+      if (e.inner === undefined) await flush(writer.add(e.digest, object, e.size));
+      else frames.set(e.offset, [...(frames.get(e.offset) ?? []), e]);
+    }
+    for (const [offset, members] of frames) {
+      const object = bytes.subarray(offset, offset + members[0]!.length);
+      await flush(writer.addFrame(object, members.map((m) => ({ digest: m.digest, size: m.size, inner: m.inner! }))));
     }
   }
   await flush(writer.finish());

@@ -1,8 +1,14 @@
 // Packs and chunk maps (DESIGN 11, format in ../PACKS.md): many small chunk objects stored as one
 // object, and the per-version binary index that says where each packed chunk lives.
 import { createHash } from 'node:crypto';
+import { promisify } from 'node:util';
+import { brotliCompress, brotliDecompress, constants as z } from 'node:zlib';
 import { type Digest, assertDigest, digestHex } from './digest.js';
 import { KkError } from './errors.js';
+import { type CompressionPolicy, ENCODING_BROTLI, ENCODING_RAW, encodeChunkObject } from './hash/codec.js';
+
+const brotliCompressAsync = promisify(brotliCompress);
+const brotliDecompressAsync = promisify(brotliDecompress);
 
 export const PACKS_PREFIX = 'packs/';
 export const CHUNKMAPS_PREFIX = 'chunkmaps/';
@@ -25,6 +31,27 @@ export interface PackPolicy {
   below?: number;
   /** Pack size a writer flushes at. */
   target: number;
+  /**
+   * Frames (PACKS.md "Frames"): packed chunks below `below` bytes are concatenated raw, about
+   * `target` bytes of them compressed together. Absent: the defaults; `false`: no frames (every
+   * chunk map stays format 1).
+   */
+  frames?: FramePolicy | false;
+}
+
+export interface FramePolicy {
+  below: number;
+  target: number;
+}
+
+export const DEFAULT_FRAME_POLICY: FramePolicy = { below: 64 * 1024, target: 1024 * 1024 };
+/** A frame never decodes to more than this (a reader's bound against damaged frames). */
+export const FRAME_RAW_MAX = 16 * 1024 * 1024;
+
+/** The frame policy in force under `policy` (undefined: no frames). */
+export function framePolicy(policy: PackPolicy | undefined): FramePolicy | undefined {
+  if (!policy || policy.frames === false) return undefined;
+  return policy.frames ?? DEFAULT_FRAME_POLICY;
 }
 
 export const DEFAULT_PACK_TARGET = 16 * 1024 * 1024;
@@ -44,7 +71,15 @@ export function assertPackPolicy(p: unknown): asserts p is PackPolicy {
     (o.mode === 'all' || (o.mode === 'small' && Number.isSafeInteger(o.below) && o.below! > 0)) &&
     Number.isSafeInteger(o.target) &&
     o.target >= 64 * 1024 &&
-    o.target <= 1024 * 1024 * 1024;
+    o.target <= 1024 * 1024 * 1024 &&
+    (o.frames === undefined ||
+      o.frames === false ||
+      (!!o.frames &&
+        Number.isSafeInteger(o.frames.below) &&
+        Number.isSafeInteger(o.frames.target) &&
+        o.frames.below > 0 &&
+        o.frames.target >= o.frames.below &&
+        o.frames.target + o.frames.below <= FRAME_RAW_MAX));
   if (!ok) throw new KkError('STORE_INVALID', `unsupported pack policy ${JSON.stringify(p)}`);
 }
 
@@ -52,17 +87,22 @@ export function assertPackPolicy(p: unknown): asserts p is PackPolicy {
 export interface ChunkMapEntry {
   digest: Digest;
   pack: Digest;
-  /** Offset of the stored chunk object inside the pack. */
+  /** Offset of the stored chunk object (or of its frame) inside the pack. */
   offset: number;
-  /** Length of the stored object (header byte included). */
+  /** Length of the stored object or frame (header byte included). */
   length: number;
   /** Uncompressed size of the chunk. */
   size: number;
+  /** Set when the chunk lives in a frame: its offset inside the decoded frame (format 2). */
+  inner?: number;
 }
 
 const MAGIC = Buffer.from('KKCM');
 const HEADER = 16;
-const ENTRY = 48;
+const ENTRY_V1 = 48;
+const ENTRY_V2 = 52;
+/** `inner` of a format-2 entry that is a chunk object of its own. */
+const NOT_FRAMED = 0xffffffff;
 
 /** A decoded chunk map: lookups by binary search over the sorted entries. */
 export class ChunkMap {
@@ -71,7 +111,13 @@ export class ChunkMap {
     readonly packs: Digest[],
     private readonly bytes: Buffer,
     readonly size: number,
+    /** 1: entries are chunk objects; 2: entries may point into frames. */
+    readonly format: 1 | 2,
   ) {}
+
+  private get entrySize(): number {
+    return this.format === 1 ? ENTRY_V1 : ENTRY_V2;
+  }
 
   /** Parse and validate; `expected` (the key's digest) is checked against the bytes. */
   static decode(bytes: Uint8Array, expected?: Digest): ChunkMap {
@@ -79,7 +125,12 @@ export class ChunkMap {
     const digest = `sha256:${createHash('sha256').update(buf).digest('hex')}` as Digest;
     const bad = (why: string) => new KkError('STORE_INVALID', `chunk map ${expected ?? digest} is damaged: ${why}`, { hint: 'run `kk fsck --store <store>`' });
     if (expected && digest !== expected) throw bad('its bytes do not match its name');
-    if (buf.length < HEADER || !buf.subarray(0, 4).equals(MAGIC) || buf[4] !== 1) throw bad('not a kk chunk map (format 1)');
+    if (buf.length < HEADER || !buf.subarray(0, 4).equals(MAGIC)) throw bad('not a kk chunk map');
+    const format = buf[4];
+    if (format !== 1 && format !== 2) {
+      throw new KkError('STORE_INVALID', `chunk map ${expected ?? digest} has format ${format}, which this kk does not read`, { hint: 'upgrade kk on this machine' });
+    }
+    const ENTRY = format === 1 ? ENTRY_V1 : ENTRY_V2;
     const p = buf.readUInt32BE(8);
     const n = buf.readUInt32BE(12);
     if (buf.length !== HEADER + 32 * p + ENTRY * n) throw bad('wrong length');
@@ -96,20 +147,29 @@ export class ChunkMap {
       if (i > 0 && Buffer.compare(entries.subarray(e - ENTRY, e - ENTRY + 32), entries.subarray(e, e + 32)) >= 0) throw bad('entries not sorted');
       if (entries.readUInt32BE(e + 32) >= p) throw bad('pack index out of range');
       if (entries.readUInt32BE(e + 40) < 1) throw bad('empty chunk object');
+      if (format === 2) {
+        const inner = entries.readUInt32BE(e + 48);
+        if (inner !== NOT_FRAMED && inner + entries.readUInt32BE(e + 44) > FRAME_RAW_MAX) throw bad('chunk outside its frame');
+      }
     }
-    return new ChunkMap(digest, packs, entries, n);
+    return new ChunkMap(digest, packs, entries, n, format);
   }
 
   private entryAt(i: number): ChunkMapEntry {
-    const e = i * ENTRY;
+    const e = i * this.entrySize;
     const b = this.bytes;
-    return {
+    const out: ChunkMapEntry = {
       digest: `sha256:${b.subarray(e, e + 32).toString('hex')}` as Digest,
       pack: this.packs[b.readUInt32BE(e + 32)]!,
       offset: b.readUInt32BE(e + 36),
       length: b.readUInt32BE(e + 40),
       size: b.readUInt32BE(e + 44),
     };
+    if (this.format === 2) {
+      const inner = b.readUInt32BE(e + 48);
+      if (inner !== NOT_FRAMED) out.inner = inner;
+    }
+    return out;
   }
 
   /** Where `d` lives, or undefined if this version has it loose (or not at all). */
@@ -117,9 +177,10 @@ export class ChunkMap {
     const key = Buffer.from(digestHex(d), 'hex');
     let lo = 0;
     let hi = this.size - 1;
+    const size = this.entrySize;
     while (lo <= hi) {
       const mid = (lo + hi) >>> 1;
-      const c = Buffer.compare(this.bytes.subarray(mid * ENTRY, mid * ENTRY + 32), key);
+      const c = Buffer.compare(this.bytes.subarray(mid * size, mid * size + 32), key);
       if (c === 0) return this.entryAt(mid);
       if (c < 0) lo = mid + 1;
       else hi = mid - 1;
@@ -132,7 +193,10 @@ export class ChunkMap {
   }
 }
 
-/** Encode entries (any order, duplicates of one digest collapse) as a chunk map. */
+/**
+ * Encode entries (any order, duplicates of one digest collapse) as a chunk map: format 1 when
+ * no entry lies in a frame (what readers before frames understand), else format 2.
+ */
 export function encodeChunkMap(entries: Iterable<ChunkMapEntry>): { bytes: Buffer; digest: Digest } {
   const byDigest = new Map<string, ChunkMapEntry>();
   for (const e of entries) {
@@ -143,9 +207,11 @@ export function encodeChunkMap(entries: Iterable<ChunkMapEntry>): { bytes: Buffe
   const list = [...byDigest.values()].sort((a, b) => (a.digest < b.digest ? -1 : 1));
   const packs = [...new Set(list.map((e) => e.pack))].sort();
   const packIndex = new Map(packs.map((p, i) => [p, i]));
+  const format = list.some((e) => e.inner !== undefined) ? 2 : 1;
+  const ENTRY = format === 1 ? ENTRY_V1 : ENTRY_V2;
   const out = Buffer.alloc(HEADER + 32 * packs.length + ENTRY * list.length);
   MAGIC.copy(out, 0);
-  out[4] = 1;
+  out[4] = format;
   out.writeUInt32BE(packs.length, 8);
   out.writeUInt32BE(list.length, 12);
   packs.forEach((p, i) => out.write(digestHex(p), HEADER + 32 * i, 'hex'));
@@ -157,6 +223,7 @@ export function encodeChunkMap(entries: Iterable<ChunkMapEntry>): { bytes: Buffe
     out.writeUInt32BE(e.offset, o + 36);
     out.writeUInt32BE(e.length, o + 40);
     out.writeUInt32BE(e.size, o + 44);
+    if (format === 2) out.writeUInt32BE(e.inner ?? NOT_FRAMED, o + 48);
   });
   return { bytes: out, digest: `sha256:${createHash('sha256').update(out).digest('hex')}` as Digest };
 }
@@ -172,7 +239,7 @@ export function decodeChunkMap(bytes: Uint8Array, expected?: Digest): ChunkMap {
  */
 export class PackWriter {
   private parts: Uint8Array[] = [];
-  private pending: { digest: Digest; offset: number; length: number; size: number }[] = [];
+  private pending: { digest: Digest; offset: number; length: number; size: number; inner?: number }[] = [];
   private bytes = 0;
   private readonly seen = new Set<Digest>();
 
@@ -188,6 +255,25 @@ export class PackWriter {
     if (this.seen.has(digest)) return undefined;
     this.seen.add(digest);
     this.pending.push({ digest, offset: this.bytes, length: object.length, size });
+    this.parts.push(object);
+    this.bytes += object.length;
+    return this.bytes >= this.target ? this.seal() : undefined;
+  }
+
+  /**
+   * Add a frame object (PACKS.md "Frames"): every member's entry points at the frame and says
+   * where the member starts inside the decoded frame. Members already added are skipped.
+   */
+  addFrame(object: Uint8Array, members: readonly { digest: Digest; size: number; inner: number }[]): SealedPack | undefined {
+    const offset = this.bytes;
+    let added = 0;
+    for (const m of members) {
+      if (this.seen.has(m.digest)) continue;
+      this.seen.add(m.digest);
+      this.pending.push({ digest: m.digest, offset, length: object.length, size: m.size, inner: m.inner });
+      added++;
+    }
+    if (!added) return undefined;
     this.parts.push(object);
     this.bytes += object.length;
     return this.bytes >= this.target ? this.seal() : undefined;
@@ -213,6 +299,139 @@ export interface SealedPack {
   digest: Digest;
   bytes: Buffer;
   entries: ChunkMapEntry[];
+}
+
+/** Bits per byte above which a sample is taken as already compressed or random (as codec.ts). */
+const INCOMPRESSIBLE_ENTROPY = 7.9;
+const ENTROPY_SAMPLE = 4096;
+
+/** Order-0 entropy of up to 4 KiB from the middle of `raw`, bits per byte. */
+function sampleEntropy(raw: Uint8Array): number {
+  const n = Math.min(ENTROPY_SAMPLE, raw.length);
+  const off = (raw.length - n) >> 1;
+  const counts = new Uint32Array(256);
+  for (let i = off; i < off + n; i++) counts[raw[i]!]!++;
+  let h = 0;
+  for (let i = 0; i < 256; i++) {
+    const c = counts[i]!;
+    if (c) {
+      const p = c / n;
+      h -= p * Math.log2(p);
+    }
+  }
+  return h;
+}
+
+function withHeader(encoding: number, payload: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafe(payload.length + 1);
+  out[0] = encoding;
+  out.set(payload, 1);
+  return out;
+}
+
+/**
+ * A frame's stored object: brotli with the store's parameters when it saves at least
+ * `minSaving`, else undefined (the caller stores the members as raw objects of their own).
+ * Compresses off the main thread (zlib's thread pool).
+ */
+export async function encodeFrame(raw: Uint8Array, policy: CompressionPolicy): Promise<Buffer | undefined> {
+  if (policy.algorithm !== 'brotli') return undefined;
+  const packed = await brotliCompressAsync(raw, {
+    params: { [z.BROTLI_PARAM_QUALITY]: policy.level, [z.BROTLI_PARAM_SIZE_HINT]: raw.length, [z.BROTLI_PARAM_LGWIN]: 22 },
+  });
+  return packed.length <= raw.length * (1 - policy.minSaving) ? withHeader(ENCODING_BROTLI, packed) : undefined;
+}
+
+/** The raw bytes of a stored frame; throws on an unknown header or a bad payload. */
+export async function decodeFrame(object: Uint8Array): Promise<Buffer> {
+  if (object.length === 0) throw new Error('empty frame');
+  const payload = object.subarray(1);
+  if (object[0] === ENCODING_RAW) return Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
+  if (object[0] === ENCODING_BROTLI) return brotliDecompressAsync(payload, { maxOutputLength: FRAME_RAW_MAX });
+  throw new Error(`unknown frame encoding ${object[0]}`);
+}
+
+/** The raw bytes of a member of a decoded frame, as a raw chunk object (header 0). */
+export function frameMember(frame: Uint8Array, e: ChunkMapEntry): Buffer | undefined {
+  const from = e.inner ?? 0;
+  if (from + e.size > frame.length) return undefined;
+  return withHeader(ENCODING_RAW, frame.subarray(from, from + e.size));
+}
+
+/**
+ * What push (and anything else that writes packs) feeds chunks through: chunk objects go into
+ * the pack as they are; small compressible chunks are collected raw into the open frame, which
+ * is compressed as one object when it reaches the frame target (PACKS.md "Frames"). Holds at
+ * most one open frame, the frames being compressed by callers awaiting `addRaw`, and one pack.
+ */
+export class PackAssembler {
+  readonly writer: PackWriter;
+  private readonly frames: FramePolicy | undefined;
+  private members: { digest: Digest; size: number; inner: number }[] = [];
+  private parts: Uint8Array[] = [];
+  private raw = 0;
+  private readonly queued = new Set<Digest>();
+
+  constructor(
+    policy: PackPolicy,
+    private readonly compression: CompressionPolicy,
+  ) {
+    this.writer = new PackWriter(policy.target);
+    this.frames = compression.algorithm === 'brotli' ? framePolicy(policy) : undefined;
+  }
+
+  /** Whether a packed chunk of `size` bytes goes to `addRaw` (into a frame) rather than `addObject`. */
+  framed(size: number): boolean {
+    return !!this.frames && size < this.frames.below;
+  }
+
+  /** A chunk object (encoded as stored loose) of its own; full packs come back. */
+  addObject(digest: Digest, object: Uint8Array, size: number): SealedPack[] {
+    if (this.queued.has(digest)) return [];
+    this.queued.add(digest);
+    const full = this.writer.add(digest, object, size);
+    return full ? [full] : [];
+  }
+
+  /** The raw bytes of a small chunk: into the open frame, or alone when they look incompressible. */
+  async addRaw(digest: Digest, raw: Uint8Array, size: number): Promise<SealedPack[]> {
+    if (this.queued.has(digest)) return [];
+    if (raw.length >= 512 && sampleEntropy(raw) >= INCOMPRESSIBLE_ENTROPY) return this.addObject(digest, withHeader(ENCODING_RAW, raw), size);
+    this.queued.add(digest);
+    this.members.push({ digest, size, inner: this.raw });
+    this.parts.push(raw);
+    this.raw += raw.length;
+    return this.raw >= this.frames!.target ? this.sealFrame() : [];
+  }
+
+  /** Whatever is buffered, as packs (the open frame first). Call once every add has returned. */
+  async finish(): Promise<SealedPack[]> {
+    const out = this.raw ? await this.sealFrame() : [];
+    const rest = this.writer.finish();
+    if (rest) out.push(rest);
+    return out;
+  }
+
+  private async sealFrame(): Promise<SealedPack[]> {
+    const members = this.members;
+    const raw = Buffer.concat(this.parts, this.raw);
+    this.members = [];
+    this.parts = [];
+    this.raw = 0;
+    const object = members.length > 1 ? await encodeFrame(raw, this.compression) : undefined;
+    if (object) {
+      const full = this.writer.addFrame(object, members);
+      return full ? [full] : [];
+    }
+    // A lone member is encoded as any chunk; members that gain nothing together are stored raw.
+    const out: SealedPack[] = [];
+    for (const m of members) {
+      const bytes = raw.subarray(m.inner, m.inner + m.size);
+      const full = this.writer.add(m.digest, members.length === 1 ? encodeChunkObject(bytes, this.compression) : withHeader(ENCODING_RAW, bytes), m.size);
+      if (full) out.push(full);
+    }
+    return out;
+  }
 }
 
 /** Ranges in one pack closer than this are read as one. */

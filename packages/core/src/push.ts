@@ -13,7 +13,8 @@ import { acquirePushLease, type LockTimings } from './locks.js';
 import { type ProgressCallback, phaseReporter } from './progress.js';
 import { defaultStateRoot, pathKey } from './state.js';
 import { type RetentionResult, applyRetention } from './retention.js';
-import { type ChunkMapEntry, PackWriter, type SealedPack, packKey, packsChunk } from './pack.js';
+import { type ChunkMapEntry, PackAssembler, type SealedPack, packKey, packsChunk } from './pack.js';
+import type { CompressionPolicy } from './hash/codec.js';
 
 export interface PushOptions extends ScanOptions {
   store: Store;
@@ -80,6 +81,8 @@ const BATCH_BYTES = 8 * 1024 * 1024;
 const BATCH_FILES = 256;
 /** Chunk objects come back from the pool in smaller batches: they are held until stored. */
 const UPLOAD_BATCH_BYTES = 2 * 1024 * 1024;
+/** Chunks bound for a frame leave the pool raw. */
+const RAW: CompressionPolicy = { algorithm: 'none', level: 0, minSaving: 0 };
 
 export async function push(opts: PushOptions): Promise<PushResult> {
   const t0 = performance.now();
@@ -233,7 +236,7 @@ export async function push(opts: PushOptions): Promise<PushResult> {
     const rest = [...source.keys()].filter((d) => !inPacks.has(d));
     const missing = store.driver.capabilities.packsOnly ? rest : await store.missingChunks(rest);
     const up = phaseReporter(opts.onProgress, 'upload', missing.length, missing.reduce((s, d) => s + source.get(d)!.size, 0));
-    const writer = policy ? new PackWriter(policy.target) : undefined;
+    const writer = policy ? new PackAssembler(policy, store.config.compression) : undefined;
     const storePack = async (p: SealedPack) => {
       // The pack's own chunk map first: a GC that runs meanwhile finds the leased chunks in it
       // and keeps the pack (a pack written after GC began listing is young to it; PACKS.md "GC").
@@ -244,18 +247,33 @@ export async function push(opts: PushOptions): Promise<PushResult> {
       packed.push(...p.entries);
     };
     // Chunks travel to the pool in batches (one message per ~2 MiB); small ones to the store in
-    // packs, large ones one by one.
+    // packs, large ones one by one. Chunks bound for a frame come back raw: the frame is
+    // compressed as a whole (PACKS.md "Frames").
+    const framed = (size: number) => !!writer && packsChunk(policy, size) && writer.framed(size);
     await forEachLimit(batchChunks(missing, source), hasher.threads + 1, async (batch) => {
-      const objects = await hasher.encodeChunks(batch, store.config.compression);
+      const small = batch.filter((c) => framed(c.size));
+      const alone = small.length ? batch.filter((c) => !framed(c.size)) : batch;
+      const [rawObjects, objects] = await Promise.all([
+        small.length ? hasher.encodeChunks(small, RAW) : [],
+        alone.length ? hasher.encodeChunks(alone, store.config.compression) : [],
+      ]);
+      for (const [i, r] of rawObjects.entries()) {
+        const src = small[i]!;
+        if (!r.ok) throw new KkError('SOURCE_INVALID', r.reason, { hint: 'push from a finished build directory' });
+        for (const full of await writer!.addRaw(src.digest, r.object.subarray(1), src.size)) await storePack(full);
+        chunksUploaded++;
+        bytesUploaded += src.size;
+        up.add(1, src.size);
+      }
       await forEachLimit(objects.keys(), opts.concurrency ?? 8, async (i) => {
         const r = objects[i]!;
-        const src = batch[i]!;
+        const src = alone[i]!;
         if (!r.ok) throw new KkError('SOURCE_INVALID', r.reason, { hint: 'push from a finished build directory' });
         if (writer && packsChunk(policy, src.size)) {
-          const full = writer.add(src.digest, r.object, src.size);
+          const full = writer.addObject(src.digest, r.object, src.size);
           chunksUploaded++;
           bytesUploaded += src.size;
-          if (full) await storePack(full);
+          for (const p of full) await storePack(p);
         } else if (await store.putChunkObject(src.digest, r.object)) {
           chunksUploaded++;
           bytesUploaded += src.size;
@@ -264,8 +282,7 @@ export async function push(opts: PushOptions): Promise<PushResult> {
         up.add(1, src.size);
       });
     });
-    const last = writer?.finish();
-    if (last) await storePack(last);
+    for (const p of (await writer?.finish()) ?? []) await storePack(p);
     up.end();
     // Packs before the chunk map, the chunk map before the manifest and the ref that name it.
     const chunkMap = packed.length ? (await store.putChunkMap(packed)).digest : undefined;

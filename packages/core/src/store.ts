@@ -17,7 +17,9 @@ import {
   chunkMapKey,
   coalesceRanges,
   decodeChunkMap,
+  decodeFrame,
   encodeChunkMap,
+  frameMember,
   packKey,
 } from './pack.js';
 
@@ -114,11 +116,16 @@ const LOADED_MAPS = 32;
 const KNOWN_MAPS = 256;
 /** Range reads of packed chunks in flight at once per Store (the rest queue and coalesce). */
 const PACK_READS_IN_FLIGHT = 4;
+/** Decoded frames a Store keeps (LRU, raw bytes): neighbours in one frame cost one decode. */
+const FRAME_CACHE_BYTES = 8 * 1024 * 1024;
 
 export class Store {
   /** Chunk maps named by refs this instance read (or given to useChunkMap), newest last. */
   private readonly knownMaps = new Set<Digest>();
   private readonly loadedMaps = new Map<Digest, ChunkMap>();
+  /** Decoded frames by `pack@offset`, oldest first; `bytes` is 0 until the decode finished. */
+  private readonly frames = new Map<string, { raw: Promise<Buffer>; bytes: number }>();
+  private frameBytes = 0;
 
   private constructor(
     readonly driver: Driver,
@@ -251,10 +258,17 @@ export class Store {
       if (at) packed.push(at);
       else loose.push(d);
     }
-    await forEachLimit(coalesceRanges(packed), concurrency, async (g) => {
+    // Chunks of frames decoded lately need no read at all.
+    const toRead: ChunkMapEntry[] = [];
+    for (const e of packed) {
+      const cached = this.cachedFrameChunk(e);
+      if (cached) out.set(e.digest, await cached);
+      else toRead.push(e);
+    }
+    await forEachLimit(coalesceRanges(toRead), concurrency, async (g) => {
       const bytes = await this.call(() => this.driver.get(packKey(g.pack), { start: g.start, end: g.end }));
       if (!bytes) loose.push(...g.entries.map((e) => e.digest));
-      else for (const e of g.entries) out.set(e.digest, this.slicePacked(e, bytes, g.start));
+      else for (const e of g.entries) out.set(e.digest, await this.slicePacked(e, bytes, g.start));
     });
     await forEachLimit(loose, concurrency, async (d) => {
       out.set(d, await this.getChunkObject(d));
@@ -315,6 +329,8 @@ export class Store {
    * asking for chunk after chunk gets few large reads, not one request per small file).
    */
   private readPacked(e: ChunkMapEntry): Promise<Buffer> {
+    const cached = this.cachedFrameChunk(e);
+    if (cached) return cached;
     return new Promise((resolve, reject) => {
       this.packQueue.push({ e, resolve, reject });
       this.pumpPackReads();
@@ -339,13 +355,8 @@ export class Store {
           .then(
             (bytes) => {
               for (const e of g.entries) {
-                for (const q of waiting.get(e)!) {
-                  try {
-                    q.resolve(this.slicePacked(e, bytes, g.start));
-                  } catch (err) {
-                    q.reject(err);
-                  }
-                }
+                const obj = this.slicePacked(e, bytes, g.start);
+                for (const q of waiting.get(e)!) obj.then(q.resolve, q.reject);
               }
             },
             (err) => {
@@ -361,7 +372,8 @@ export class Store {
     }
   }
 
-  private slicePacked(e: ChunkMapEntry, bytes: Buffer | undefined, start: number): Buffer {
+  /** The stored object of `e` out of a range read that began at `start` (a frame is decoded). */
+  private async slicePacked(e: ChunkMapEntry, bytes: Buffer | undefined, start: number): Promise<Buffer> {
     if (!bytes) {
       throw new KkError('NOT_FOUND', `chunk ${e.digest} is missing from the store: its pack ${e.pack} is gone`, { details: { digest: e.digest, pack: e.pack } });
     }
@@ -372,7 +384,67 @@ export class Store {
         details: { digest: e.digest, pack: e.pack },
       });
     }
-    return bytes.subarray(from, from + e.length);
+    const obj = bytes.subarray(from, from + e.length);
+    if (e.inner === undefined) return obj;
+    const key = `${e.pack}@${e.offset}`;
+    let f = this.frames.get(key);
+    if (!f) {
+      // A copy: the frame outlives the range read it came in.
+      const raw = decodeFrame(Buffer.from(obj));
+      f = { raw, bytes: 0 };
+      const entry = f;
+      this.frames.set(key, entry);
+      raw.then(
+        (b) => {
+          if (this.frames.get(key) !== entry) return;
+          entry.bytes = b.length;
+          this.frameBytes += b.length;
+          this.evictFrames();
+        },
+        () => {
+          if (this.frames.get(key) === entry) this.frames.delete(key);
+        },
+      );
+    }
+    return this.memberOf(e, f.raw);
+  }
+
+  /** A chunk of a frame decoded lately (or being decoded), else undefined. */
+  private cachedFrameChunk(e: ChunkMapEntry): Promise<Buffer> | undefined {
+    if (e.inner === undefined) return undefined;
+    const key = `${e.pack}@${e.offset}`;
+    const f = this.frames.get(key);
+    if (!f) return undefined;
+    this.frames.delete(key);
+    this.frames.set(key, f);
+    return this.memberOf(e, f.raw);
+  }
+
+  private async memberOf(e: ChunkMapEntry, frame: Promise<Buffer>): Promise<Buffer> {
+    const damaged = (why: string, cause?: unknown) =>
+      new KkError('CHUNK_CORRUPT', `chunk ${e.digest} is damaged: its frame at offset ${e.offset} of pack ${e.pack} ${why}`, {
+        cause,
+        hint: 'the store holds damaged data: run `kk fsck --store <store> --repair`, then push the version again from its build',
+        details: { digest: e.digest, pack: e.pack },
+      });
+    let raw: Buffer;
+    try {
+      raw = await frame;
+    } catch (err) {
+      throw damaged('does not decode', err);
+    }
+    const obj = frameMember(raw, e);
+    if (!obj) throw damaged('is shorter than its chunk map says');
+    return obj;
+  }
+
+  private evictFrames(): void {
+    for (const [key, f] of this.frames) {
+      if (this.frameBytes <= FRAME_CACHE_BYTES || this.frames.size <= 1) break;
+      if (!f.bytes) continue;
+      this.frames.delete(key);
+      this.frameBytes -= f.bytes;
+    }
   }
 
   // ---- packs and chunk maps (DESIGN 11) ----
