@@ -157,11 +157,34 @@ kk_readrange() {
   fi
 }
 
+# The directories of the batch's new keys, made before tar runs. GNU tar makes a link's missing
+# directories itself, but when another session makes the same one between tar's link() and its
+# mkdir(), tar gives up on that link ("Cannot hard link to '.tmp-...': No such file or directory",
+# the staged file being there): two sessions pushing into a fresh store lose that race at once.
+# mkdir -p takes a directory made meanwhile as success. At most 256 names per mkdir (ARG_MAX).
+kk_linkdirs() {
+  set --
+  kk_pd=
+  for kk_x in $kk_l; do
+    case $kk_x in c*/*) ;; *) continue ;; esac
+    kk_d=${'$'}{kk_x#?}
+    kk_d=${'$'}{kk_d%/*}
+    if [ "$kk_d" = "$kk_pd" ]; then continue; fi
+    kk_pd=$kk_d
+    if [ ! -d "$kk_root/$kk_d" ]; then
+      set -- "$@" "$kk_root/$kk_d"
+      if [ $# -ge 256 ]; then mkdir -p "$@" 2>/dev/null; set --; fi
+    fi
+  done
+  if [ $# -gt 0 ]; then mkdir -p "$@" 2>/dev/null; fi
+}
+
 kk_writebatch() {
   kk_getlist "$1" "$2"
   kk_b=$kk_root/$kk_sdir/$4
   kk_e=
   if [ -d "$kk_root" ] || kk_e=$(mkdir -p "$kk_root" 2>&1); then
+    kk_linkdirs
     kk_e=$(head -c "$3" | { tar -xkmf - -C "$kk_root" --no-same-owner --no-same-permissions 2>&1; cat >/dev/null; })
   else
     head -c "$3" >/dev/null

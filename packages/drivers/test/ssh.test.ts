@@ -130,6 +130,23 @@ describe.skipIf(!!unavailable)(`ssh driver against sshd on 127.0.0.1${unavailabl
       for (const k of keys.filter((_, i) => i % 97 === 0)) expect(String(await readFile(path.join(root, k)))).toBe(k);
     });
 
+    it('two sessions creating the same new directories at once both land every object (GNU tar loses that race by itself)', async () => {
+      const { root, driver } = await fresh({ channels: 2 });
+      // Two sessions up before the writes, so the two big batches run side by side.
+      await Promise.all([driver.hasMany(['x']), driver.hasMany(['y']), driver.hasMany(['z'])]);
+      await new Promise((r) => setTimeout(r, 300));
+      const keys: string[] = [];
+      for (let round = 0; round < 3; round++) {
+        // Queued in one go: a batch of 1 each, then two of 2,000 that both walk the same 256 new directories.
+        const part = Array.from({ length: 4002 }, (_, i) => `chunks/r${round}/${(i % 256).toString(16).padStart(2, '0')}/c${i}`);
+        keys.push(...part);
+        expect(await Promise.all(part.map((k) => driver.putIfAbsent(k, Buffer.from(k))))).toEqual(part.map(() => true));
+        await driver.flush();
+      }
+      await driver.close();
+      expect(await filesUnder(root)).toEqual([...keys].sort());
+    });
+
     it('a ref waits for queued chunks: its write fails when one of them failed', async () => {
       const { root, driver } = await fresh();
       // A directory where the chunk's file would go makes the host refuse it whoever runs the test.
