@@ -126,6 +126,12 @@ export class Store {
   /** Decoded frames by `pack@offset`, oldest first; `bytes` is 0 until the decode finished. */
   private readonly frames = new Map<string, { raw: Promise<Buffer>; bytes: number }>();
   private frameBytes = 0;
+  /**
+   * Stored bytes this Store read for chunks (loose objects and pack ranges as they came from the
+   * driver, a frame once however many of its chunks were asked for): what a pull moved. The
+   * objects getChunkObject returns can be larger (a chunk of a frame comes back raw).
+   */
+  chunkBytesRead = 0;
 
   private constructor(
     readonly driver: Driver,
@@ -226,7 +232,7 @@ export class Store {
    */
   async getChunkObject(digest: Digest): Promise<Buffer> {
     assertDigest(digest, 'chunk digest');
-    const loose = () => (this.driver.capabilities.packsOnly ? Promise.resolve(undefined) : this.call(() => this.driver.get(chunkKey(digest))));
+    const loose = () => (this.driver.capabilities.packsOnly ? Promise.resolve(undefined) : this.call(() => this.driver.get(chunkKey(digest))).then((b) => this.counted(b)));
     // A chunk whose pack is gone (quarantined by fsck --repair) may have come back loose.
     const packedOrLoose = (at: ChunkMapEntry) =>
       this.readPacked(at).catch(async (err: unknown) => {
@@ -266,7 +272,7 @@ export class Store {
       else toRead.push(e);
     }
     await forEachLimit(coalesceRanges(toRead), concurrency, async (g) => {
-      const bytes = await this.call(() => this.driver.get(packKey(g.pack), { start: g.start, end: g.end }));
+      const bytes = this.counted(await this.call(() => this.driver.get(packKey(g.pack), { start: g.start, end: g.end })));
       if (!bytes) loose.push(...g.entries.map((e) => e.digest));
       else for (const e of g.entries) out.set(e.digest, await this.slicePacked(e, bytes, g.start));
     });
@@ -352,6 +358,7 @@ export class Store {
       for (const g of groups.slice(0, free)) {
         this.packReadsInFlight++;
         void this.call(() => this.driver.get(packKey(g.pack), { start: g.start, end: g.end }))
+          .then((b) => this.counted(b))
           .then(
             (bytes) => {
               for (const e of g.entries) {
@@ -370,6 +377,11 @@ export class Store {
       }
       if (groups.length > free) break;
     }
+  }
+
+  private counted(bytes: Buffer | undefined): Buffer | undefined {
+    if (bytes) this.chunkBytesRead += bytes.length;
+    return bytes;
   }
 
   /** The stored object of `e` out of a range read that began at `start` (a frame is decoded). */
