@@ -1,12 +1,12 @@
 // The http driver: a kk server (packages/server) as a store. Keys of the DESIGN 3 layout map to
 // the server's chunk protocol (/api/v1/chunks, manifests, refs, channels), where the server
 // checks each write; any other key goes to /api/v1/objects/<key>. undici keep-alive pool,
-// batched existence checks, jittered retries on 5xx and network errors (core's withRetry), and
+// batched existence checks, batch GET of chunks (getMany: framed, streamed responses), jittered retries on 5xx and network errors (core's withRetry), and
 // HTTP statuses translated to KkError codes here, once.
 import { hostname, userInfo } from 'node:os';
 import { StringDecoder } from 'node:string_decoder';
 import { Pool } from 'undici';
-import { ERROR_CODES, KkError, type KkErrorCode, withRetry } from '@kk/core';
+import { ERROR_CODES, KkError, type KkErrorCode, isTransient, withRetry } from '@kk/core';
 import type { ByteRange, DriverCapabilities, ObjectInfo, PruneDriver, PullRecord, WriteDriver } from '@kk/core';
 import { checkKey, checkPrefix } from './keys.js';
 
@@ -31,8 +31,18 @@ export interface HttpDriverOptions {
 
 const API = '/api/v1';
 const EXISTS_BATCH = 10_000;
+/** Digests per batch GET (the server's limit is 1000) and batch requests in flight at once. */
+const BATCH_GET = 1000;
+const BATCH_GET_PARALLEL = 4;
+const MISSING_FRAME = 0xffffffff;
 
-export function createHttpDriver(opts: HttpDriverOptions): WriteDriver | PruneDriver {
+/** What the http driver offers beyond the driver contract. */
+export interface HttpBatchGet {
+  /** Many objects in order (undefined: absent); chunks in few batch requests. */
+  getMany(keys: readonly string[]): Promise<(Buffer | undefined)[]>;
+}
+
+export function createHttpDriver(opts: HttpDriverOptions): (WriteDriver | PruneDriver) & HttpBatchGet {
   const base = parseBase(opts.url);
   const token = opts.token ?? base.token ?? process.env.KK_TOKEN;
   const timeout = opts.timeoutMs ?? 120_000;
@@ -178,10 +188,74 @@ export function createHttpDriver(opts: HttpDriverOptions): WriteDriver | PruneDr
     },
   } satisfies PruneDriver;
 
-  const retried = withRetry(driver, { retries: opts.retries ?? 4, baseMs: opts.retryBaseMs ?? 100 });
-  if (capabilities.deletion) return retried;
-  const { delete: _delete, ...readWrite } = retried;
-  return readWrite satisfies WriteDriver;
+  const retries = opts.retries ?? 4;
+  const retryBaseMs = opts.retryBaseMs ?? 100;
+  const retried = withRetry(driver, { retries, baseMs: retryBaseMs });
+  /** getMany is no method core's wrappers know: its batch requests retry here, as withRetry's do. */
+  async function again<T>(fn: () => Promise<T>): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await fn();
+      } catch (err) {
+        if (attempt >= retries || !isTransient(err)) throw err;
+        await new Promise((r) => setTimeout(r, Math.random() * retryBaseMs * 2 ** attempt));
+      }
+    }
+  }
+  /** The server refused a batch GET (older server, token without pull rights): single GETs from then on. */
+  let noBatch = false;
+
+  /**
+   * Many objects at once, in order (undefined: absent). Chunks come through the server's batch
+   * GET (POST /api/v1/chunks/batch: one framed, streamed response per <= 1000 chunks), other
+   * keys one by one. A server without it (older, or a token without pull rights) gets single
+   * GETs; the driver remembers that.
+   */
+  async function getMany(keys: readonly string[]): Promise<(Buffer | undefined)[]> {
+    keys.forEach(checkKey);
+    const out: (Buffer | undefined)[] = new Array(keys.length).fill(undefined);
+    const chunks: number[] = [];
+    const single: number[] = [];
+    keys.forEach((k, i) => (!noBatch && chunkDigestOf(k) ? chunks : single).push(i));
+    const slices: number[][] = [];
+    for (let i = 0; i < chunks.length; i += BATCH_GET) slices.push(chunks.slice(i, i + BATCH_GET));
+    await forEach(slices, BATCH_GET_PARALLEL, async (slice) => {
+      const got = await again(() => batchChunks(slice.map((i) => chunkDigestOf(keys[i]!)!)));
+      if (got) slice.forEach((i, j) => (out[i] = got[j]));
+      else single.push(...slice);
+    });
+    await forEach(single, 8, async (i) => {
+      out[i] = await retried.get(keys[i]!);
+    });
+    return out;
+  }
+
+  /** One batch GET; undefined when the server does not offer it to this token (then never again). */
+  async function batchChunks(digests: string[]): Promise<(Buffer | undefined)[] | undefined> {
+    if (noBatch) return undefined;
+    const res = await send('POST', `${API}/chunks/batch`, { body: JSON.stringify({ digests }), headers: { 'content-type': 'application/json' } });
+    if (res.statusCode !== 200 || res.headers['content-type'] !== BATCH_TYPE) {
+      const body = Buffer.from(await res.body.arrayBuffer().catch(() => new ArrayBuffer(0)));
+      // 404/405: a server before the batch route; 403: a push-only token (single GETs allow
+      // it); a 200 that is not frames: something in between answered for the server.
+      if ([200, 403, 404, 405].includes(res.statusCode)) {
+        noBatch = true;
+        return undefined;
+      }
+      throw statusError(res.statusCode, body, `batch GET of ${digests.length} chunks`);
+    }
+    try {
+      return await readFrames(res.body as AsyncIterable<Buffer>, digests.length);
+    } catch (err) {
+      if (err instanceof KkError) throw err;
+      throw new KkError('BACKEND', `kk server ${base.origin}: batch GET broke off: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  const withBatch = Object.assign(retried, { getMany });
+  if (capabilities.deletion) return withBatch;
+  const { delete: _delete, ...readWrite } = withBatch;
+  return readWrite satisfies WriteDriver & HttpBatchGet;
 }
 
 /**
@@ -231,6 +305,64 @@ function pathOf(key: string): string {
     return `${API}/${s[0]}/${s[1]}/${s[2]}/${s[3]}`;
   }
   return `${API}/objects/${s.map(encodeURIComponent).join('/')}`;
+}
+
+// ---- batch GET frames ----
+
+const BATCH_TYPE = 'application/vnd.kk.chunk-batch';
+
+/**
+ * The frames of a batch GET, one per requested digest in order: a 4-byte big-endian length and
+ * the stored object, or 0xFFFFFFFF for a missing one. Each object is copied once, into a Buffer
+ * of its own (the hasher may take it over).
+ */
+async function readFrames(body: AsyncIterable<Buffer>, count: number): Promise<(Buffer | undefined)[]> {
+  const out: (Buffer | undefined)[] = [];
+  const len = Buffer.alloc(4);
+  let lenHave = 0;
+  let cur: Buffer | undefined;
+  let curHave = 0;
+  for await (const part of body) {
+    let p = 0;
+    while (p < part.length) {
+      if (cur) {
+        const n = Math.min(cur.length - curHave, part.length - p);
+        part.copy(cur, curHave, p, p + n);
+        curHave += n;
+        p += n;
+        if (curHave === cur.length) {
+          out.push(cur);
+          cur = undefined;
+        }
+        continue;
+      }
+      if (out.length === count) throw new KkError('BACKEND', `batch GET: the server sent more than the ${count} objects asked for`);
+      const n = Math.min(4 - lenHave, part.length - p);
+      part.copy(len, lenHave, p, p + n);
+      lenHave += n;
+      p += n;
+      if (lenHave < 4) continue;
+      lenHave = 0;
+      const size = len.readUInt32BE(0);
+      if (size === MISSING_FRAME) out.push(undefined);
+      else if (size === 0) out.push(Buffer.alloc(0));
+      else {
+        cur = Buffer.allocUnsafeSlow(size);
+        curHave = 0;
+      }
+    }
+  }
+  if (cur || lenHave || out.length !== count) throw new KkError('BACKEND', `batch GET: the response ended after ${out.length} of ${count} objects`);
+  return out;
+}
+
+/** Run `fn` over `items`, at most `limit` at once. */
+async function forEach<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) await fn(items[next++]!);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
 }
 
 // ---- errors ----

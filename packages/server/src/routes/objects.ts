@@ -6,6 +6,7 @@
 // GC lock) go through /api/v1/objects/<key> with rights by key class; server/ is never exposed.
 // Packs and chunk maps (core PACKS.md) travel through /api/v1/objects/packs/.. and chunkmaps/..:
 // each checked against its name before it is stored, read with Range like any object.
+import { type Hash, createHash } from 'node:crypto';
 import {
   type Channel,
   type Digest,
@@ -25,7 +26,7 @@ import {
   packKey,
   refKey,
 } from '@kk/core';
-import { HttpError, badRequest, readBody, readJson, sendJson, writeChunk } from '../http.js';
+import { HttpError, badRequest, readBody, readJson, sendJson, tooLarge, writeChunk } from '../http.js';
 import type { Call, ServerContext } from '../context.js';
 import { hasPermission, scopeCovers } from '../tokens.js';
 
@@ -301,7 +302,7 @@ async function checkLeaseOwner(srv: ServerContext, c: Call, key: string): Promis
 async function putChunk(srv: ServerContext, c: Call, digest: Digest, ifAbsent: boolean): Promise<void> {
   srv.requireUnscoped(c, ['push']);
   const max = srv.store.config.chunking.max;
-  const object = await readBody(c.req, Math.min(srv.config.maxBodyBytes, max + 1024));
+  const { object, rawDigest } = await readChunkBody(c.req, Math.min(srv.config.maxBodyBytes, max + 1024));
   // A raw object is a header byte and the chunk itself: no chunk is larger than the store's max.
   if (object.length > 0 && object[0] === 0 && object.length - 1 > max) {
     throw new KkError('CHUNK_CORRUPT', `chunk ${digest} refused: ${object.length - 1} bytes is larger than the store's maximum chunk of ${max}`, { details: { digest, max } });
@@ -311,27 +312,59 @@ async function putChunk(srv: ServerContext, c: Call, digest: Digest, ifAbsent: b
     srv.metrics.dedupHits.inc({ via: 'put' });
     return created(c, false, ifAbsent);
   }
-  await verifyChunkObject(srv, digest, object);
+  // A raw object was hashed while it arrived (once, no copy to the pool); a compressed one is
+  // decoded and hashed in the pool.
+  if (rawDigest === undefined) await verifyChunkObject(srv, digest, object);
+  else if (rawDigest !== digest) {
+    throw new KkError('CHUNK_CORRUPT', `chunk ${digest} refused: its bytes hash to ${rawDigest}`, { details: { digest } });
+  }
   const isNew = await srv.store.putChunkObject(digest, object);
   if (isNew) srv.metrics.chunksStored.inc();
   return created(c, isNew, ifAbsent);
 }
 
 /**
+ * The body of a chunk PUT, and for a raw object (header byte 0) the digest of its payload,
+ * hashed part by part as the body arrives: the one hash of the chunk, on no second copy.
+ * `rawDigest` is undefined for an empty body or a compressed object (the pool decodes those).
+ * With `whole`, the digest of the whole body (a pack's name).
+ */
+async function readChunkBody(req: Call['req'], limit: number, whole = false): Promise<{ object: Buffer; rawDigest: Digest | undefined }> {
+  const declared = Number(req.headers['content-length']);
+  if (Number.isFinite(declared) && declared > limit) throw tooLarge(limit);
+  const parts: Buffer[] = [];
+  let size = 0;
+  let hash: Hash | undefined;
+  let header = -1;
+  for await (const part of req as AsyncIterable<Buffer>) {
+    if (!part.length) continue;
+    size += part.length;
+    if (size > limit) throw tooLarge(limit);
+    parts.push(part);
+    if (header < 0) {
+      header = part[0]!;
+      if (whole) hash = createHash('sha256').update(part);
+      else if (header === 0) hash = createHash('sha256').update(part.subarray(1));
+    } else hash?.update(part);
+  }
+  const object = parts.length === 1 ? parts[0]! : Buffer.concat(parts, size);
+  return { object, rawDigest: hash ? (`sha256:${hash.digest('hex')}` as Digest) : undefined };
+}
+
+/**
  * A pack or a chunk map, create-if-absent, stored only if its bytes hash to its name (a pack is
- * hashed in the pool, off the main thread; a chunk map is also parsed). The chunks inside a
+ * hashed as it arrives; a chunk map is also parsed). The chunks inside a
  * pack are verified by whoever reads them, like every chunk (DESIGN 11).
  */
 async function putPackObject(srv: ServerContext, c: Call, cls: { kind: 'pack' | 'chunkmap'; digest: Digest }): Promise<void> {
   srv.requireUnscoped(c, ['push']);
   const key = cls.kind === 'pack' ? packKey(cls.digest) : `chunkmaps/${cls.digest.slice(7, 9)}/${cls.digest.slice(7)}`;
-  const body = await readBody(c.req, srv.config.maxBodyBytes);
+  const { object: body, rawDigest } = await readChunkBody(c.req, srv.config.maxBodyBytes, cls.kind === 'pack');
   const [present] = await srv.store.driver.hasMany([key]);
   if (present) return created(c, false, true);
   if (cls.kind === 'pack') {
-    // A raw chunk object's digest is the SHA-256 of its payload: the pool hashes the pack as one.
-    const r = await srv.hasher.decodeChunk(Buffer.concat([Buffer.from([0]), body]), cls.digest, body.length, body.length);
-    if (!r.ok) throw new KkError('CHUNK_CORRUPT', `pack ${cls.digest} refused: its bytes do not match its name`, { details: { digest: cls.digest } });
+    // Hashed while it arrived (an empty body has no digest and matches no name).
+    if (rawDigest !== cls.digest) throw new KkError('CHUNK_CORRUPT', `pack ${cls.digest} refused: its bytes do not match its name`, { details: { digest: cls.digest } });
   } else {
     try {
       decodeChunkMap(body, cls.digest);
