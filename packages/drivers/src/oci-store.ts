@@ -538,12 +538,13 @@ export function createOciStore(opts: OciStoreOptions): PruneDriver {
 
 /** The sorted pack digests a chunk map lists (PACKS.md: header, then P raw SHA-256 digests). */
 export function packsOfChunkMap(bytes: Buffer, digest: string, where: string): string[] {
-  if (bytes.length < 16 || bytes.toString('latin1', 0, 4) !== 'KKCM' || bytes[4] !== 1) {
-    throw new KkError('STORE_INVALID', `${where}: chunk map ${digest} is not a kk chunk map (format 1)`);
+  if (bytes.length < 16 || bytes.toString('latin1', 0, 4) !== 'KKCM' || (bytes[4] !== 1 && bytes[4] !== 2)) {
+    throw new KkError('STORE_INVALID', `${where}: chunk map ${digest} is not a kk chunk map (format 1 or 2)`);
   }
   const p = bytes.readUInt32BE(8);
   const n = bytes.readUInt32BE(12);
-  if (bytes.length !== 16 + 32 * p + 48 * n) throw new KkError('STORE_INVALID', `${where}: chunk map ${digest} has the wrong length`);
+  // Format 2 entries (PACKS.md "Frames") are 52 bytes, format 1 entries 48.
+  if (bytes.length !== 16 + 32 * p + (bytes[4] === 1 ? 48 : 52) * n) throw new KkError('STORE_INVALID', `${where}: chunk map ${digest} has the wrong length`);
   return Array.from({ length: p }, (_, i) => `sha256:${bytes.toString('hex', 16 + 32 * i, 48 + 32 * i)}`);
 }
 
