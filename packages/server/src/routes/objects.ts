@@ -162,6 +162,14 @@ async function readObject(srv: ServerContext, c: Call, key: string): Promise<voi
     const range = parseRange(c.req.headers.range, bytes.length);
     return sendObject(c, bytes, bytes.length, Date.parse(manifest.created) || Date.now(), range, 'application/json');
   }
+  // A whole chunk is one read (no stat first: it is immutable, its size is its length).
+  if (cls.kind === 'chunk' && !head && !c.req.headers.range) {
+    const data = await srv.store.driver.get(key);
+    if (!data) throw new KkError('NOT_FOUND', `${key} does not exist`);
+    c.res.writeHead(200, { 'content-type': 'application/octet-stream', 'accept-ranges': 'bytes', 'content-length': String(data.length) });
+    c.res.end(data);
+    return;
+  }
   const info = await srv.store.driver.stat(key);
   if (!info) throw new KkError('NOT_FOUND', `${key} does not exist`);
   const range = parseRange(c.req.headers.range, info.size);
@@ -307,19 +315,22 @@ async function putChunk(srv: ServerContext, c: Call, digest: Digest, ifAbsent: b
   if (object.length > 0 && object[0] === 0 && object.length - 1 > max) {
     throw new KkError('CHUNK_CORRUPT', `chunk ${digest} refused: ${object.length - 1} bytes is larger than the store's maximum chunk of ${max}`, { details: { digest, max } });
   }
-  const [present] = await srv.store.driver.hasMany([chunkKey(digest)]);
-  if (present) {
-    srv.metrics.dedupHits.inc({ via: 'put' });
-    return created(c, false, ifAbsent);
-  }
-  // A raw object was hashed while it arrived (once, no copy to the pool); a compressed one is
-  // decoded and hashed in the pool.
-  if (rawDigest === undefined) await verifyChunkObject(srv, digest, object);
-  else if (rawDigest !== digest) {
+  // A raw object was hashed while it arrived (once, no copy to the pool): the create-if-absent
+  // says whether it was there. A compressed one is decoded and hashed in the pool, unless the
+  // store has it already.
+  if (rawDigest === undefined) {
+    const [present] = await srv.store.driver.hasMany([chunkKey(digest)]);
+    if (present) {
+      srv.metrics.dedupHits.inc({ via: 'put' });
+      return created(c, false, ifAbsent);
+    }
+    await verifyChunkObject(srv, digest, object);
+  } else if (rawDigest !== digest) {
     throw new KkError('CHUNK_CORRUPT', `chunk ${digest} refused: its bytes hash to ${rawDigest}`, { details: { digest } });
   }
   const isNew = await srv.store.putChunkObject(digest, object);
   if (isNew) srv.metrics.chunksStored.inc();
+  else if (rawDigest !== undefined) srv.metrics.dedupHits.inc({ via: 'put' });
   return created(c, isNew, ifAbsent);
 }
 
