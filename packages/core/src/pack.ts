@@ -40,11 +40,16 @@ export interface PackPolicy {
 }
 
 export interface FramePolicy {
+  /** Packed chunks below this many bytes (uncompressed) go into frames. */
   below: number;
+  /** Raw bytes a frame is compressed at. */
   target: number;
+  /** Brotli quality of frames; absent: 5 (PACKS.md "Frames" measures it against the store's level). */
+  level?: number;
 }
 
 export const DEFAULT_FRAME_POLICY: FramePolicy = { below: 64 * 1024, target: 1024 * 1024 };
+export const DEFAULT_FRAME_LEVEL = 5;
 /** A frame never decodes to more than this (a reader's bound against damaged frames). */
 export const FRAME_RAW_MAX = 16 * 1024 * 1024;
 
@@ -79,7 +84,8 @@ export function assertPackPolicy(p: unknown): asserts p is PackPolicy {
         Number.isSafeInteger(o.frames.target) &&
         o.frames.below > 0 &&
         o.frames.target >= o.frames.below &&
-        o.frames.target + o.frames.below <= FRAME_RAW_MAX));
+        o.frames.target + o.frames.below <= FRAME_RAW_MAX &&
+        (o.frames.level === undefined || (Number.isInteger(o.frames.level) && o.frames.level >= 0 && o.frames.level <= 11))));
   if (!ok) throw new KkError('STORE_INVALID', `unsupported pack policy ${JSON.stringify(p)}`);
 }
 
@@ -330,14 +336,14 @@ function withHeader(encoding: number, payload: Uint8Array): Buffer {
 }
 
 /**
- * A frame's stored object: brotli with the store's parameters when it saves at least
+ * A frame's stored object: brotli (at `level`, else the store's) when it saves at least
  * `minSaving`, else undefined (the caller stores the members as raw objects of their own).
  * Compresses off the main thread (zlib's thread pool).
  */
-export async function encodeFrame(raw: Uint8Array, policy: CompressionPolicy): Promise<Buffer | undefined> {
+export async function encodeFrame(raw: Uint8Array, policy: CompressionPolicy, level = policy.level): Promise<Buffer | undefined> {
   if (policy.algorithm !== 'brotli') return undefined;
   const packed = await brotliCompressAsync(raw, {
-    params: { [z.BROTLI_PARAM_QUALITY]: policy.level, [z.BROTLI_PARAM_SIZE_HINT]: raw.length, [z.BROTLI_PARAM_LGWIN]: 22 },
+    params: { [z.BROTLI_PARAM_QUALITY]: level, [z.BROTLI_PARAM_SIZE_HINT]: raw.length, [z.BROTLI_PARAM_LGWIN]: 22 },
   });
   return packed.length <= raw.length * (1 - policy.minSaving) ? withHeader(ENCODING_BROTLI, packed) : undefined;
 }
@@ -418,7 +424,7 @@ export class PackAssembler {
     this.members = [];
     this.parts = [];
     this.raw = 0;
-    const object = members.length > 1 ? await encodeFrame(raw, this.compression) : undefined;
+    const object = members.length > 1 ? await encodeFrame(raw, this.compression, this.frames!.level ?? DEFAULT_FRAME_LEVEL) : undefined;
     if (object) {
       const full = this.writer.addFrame(object, members);
       return full ? [full] : [];

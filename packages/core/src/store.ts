@@ -264,18 +264,41 @@ export class Store {
       if (at) packed.push(at);
       else loose.push(d);
     }
-    // Chunks of frames decoded lately need no read at all.
+    // Chunks of frames decoded lately, or being read by another call, need no read of their own.
     const toRead: ChunkMapEntry[] = [];
+    const fromFrames: Promise<void>[] = [];
+    let failed: unknown;
+    const viaFrame = (e: ChunkMapEntry, p: Promise<Buffer>) =>
+      fromFrames.push(
+        p.then(
+          (o) => void out.set(e.digest, o),
+          (err: unknown) => {
+            if (err instanceof KkError && err.code === 'NOT_FOUND') loose.push(e.digest);
+            else failed ??= err;
+          },
+        ),
+      );
     for (const e of packed) {
       const cached = this.cachedFrameChunk(e);
-      if (cached) out.set(e.digest, await cached);
+      if (cached) viaFrame(e, cached);
       else toRead.push(e);
     }
-    await forEachLimit(coalesceRanges(toRead), concurrency, async (g) => {
-      const bytes = this.counted(await this.call(() => this.driver.get(packKey(g.pack), { start: g.start, end: g.end })));
+    await forEachLimit(coalesceRanges(toRead), concurrency, async (all) => {
+      const g = this.unclaimed(all, viaFrame);
+      if (!g) return;
+      const claimed = this.claimFrames(g.entries);
+      let bytes: Buffer | undefined;
+      try {
+        bytes = this.counted(await this.call(() => this.driver.get(packKey(g.pack), { start: g.start, end: g.end })));
+      } catch (err) {
+        this.settleFrames(claimed, g, err);
+        throw err;
+      }
+      this.settleFrames(claimed, g, bytes);
       if (!bytes) loose.push(...g.entries.map((e) => e.digest));
       else for (const e of g.entries) out.set(e.digest, await this.slicePacked(e, bytes, g.start));
-    });
+    }).finally(() => Promise.all(fromFrames));
+    if (failed !== undefined) throw failed;
     await forEachLimit(loose, concurrency, async (d) => {
       out.set(d, await this.getChunkObject(d));
     });
@@ -355,18 +378,26 @@ export class Store {
       // Beyond the slots free now, the rest waits for the next round (and may merge further).
       const free = PACK_READS_IN_FLIGHT - this.packReadsInFlight;
       for (const g of groups.slice(free)) for (const e of g.entries) this.packQueue.push(...waiting.get(e)!);
-      for (const g of groups.slice(0, free)) {
+      for (const all of groups.slice(0, free)) {
+        // Frames another read claimed since these were queued come from that read.
+        const g = this.unclaimed(all, (e, p) => {
+          for (const q of waiting.get(e)!) p.then(q.resolve, q.reject);
+        });
+        if (!g) continue;
+        const claimed = this.claimFrames(g.entries);
         this.packReadsInFlight++;
         void this.call(() => this.driver.get(packKey(g.pack), { start: g.start, end: g.end }))
           .then((b) => this.counted(b))
           .then(
             (bytes) => {
+              this.settleFrames(claimed, g, bytes);
               for (const e of g.entries) {
                 const obj = this.slicePacked(e, bytes, g.start);
                 for (const q of waiting.get(e)!) obj.then(q.resolve, q.reject);
               }
             },
             (err) => {
+              this.settleFrames(claimed, g, err);
               for (const e of g.entries) for (const q of waiting.get(e)!) q.reject(err);
             },
           )
@@ -398,33 +429,88 @@ export class Store {
     }
     const obj = bytes.subarray(from, from + e.length);
     if (e.inner === undefined) return obj;
-    const key = `${e.pack}@${e.offset}`;
-    let f = this.frames.get(key);
-    if (!f) {
-      // A copy: the frame outlives the range read it came in.
-      const raw = decodeFrame(Buffer.from(obj));
-      f = { raw, bytes: 0 };
-      const entry = f;
-      this.frames.set(key, entry);
-      raw.then(
-        (b) => {
-          if (this.frames.get(key) !== entry) return;
-          entry.bytes = b.length;
-          this.frameBytes += b.length;
-          this.evictFrames();
-        },
-        () => {
-          if (this.frames.get(key) === entry) this.frames.delete(key);
-        },
-      );
-    }
+    // A copy: the frame outlives the range read it came in.
+    const f = this.frames.get(frameKey(e)) ?? this.addFrame(frameKey(e), decodeFrame(Buffer.from(obj)));
     return this.memberOf(e, f.raw);
   }
 
-  /** A chunk of a frame decoded lately (or being decoded), else undefined. */
+  /** Remember a frame being decoded; its raw bytes count against the cache once decoded. */
+  private addFrame(key: string, raw: Promise<Buffer>): { raw: Promise<Buffer>; bytes: number } {
+    const entry = { raw, bytes: 0 };
+    this.frames.set(key, entry);
+    raw.then(
+      (b) => {
+        if (this.frames.get(key) !== entry) return;
+        entry.bytes = b.length;
+        this.frameBytes += b.length;
+        this.evictFrames();
+      },
+      () => {
+        if (this.frames.get(key) === entry) this.frames.delete(key);
+      },
+    );
+    return entry;
+  }
+
+  /**
+   * Claim the frames of `entries` that no read holds yet for the read about to go out: a
+   * concurrent request for one of their chunks waits for this read instead of reading again.
+   */
+  private claimFrames(entries: readonly ChunkMapEntry[]): Map<string, { resolve: (b: Promise<Buffer>) => void; reject: (err: unknown) => void }> {
+    const out = new Map<string, { resolve: (b: Promise<Buffer>) => void; reject: (err: unknown) => void }>();
+    for (const e of entries) {
+      const key = frameKey(e);
+      if (e.inner === undefined || out.has(key) || this.frames.has(key)) continue;
+      let settle!: { resolve: (b: Promise<Buffer>) => void; reject: (err: unknown) => void };
+      const raw = new Promise<Buffer>((resolve, reject) => (settle = { resolve, reject }));
+      raw.catch(() => {});
+      this.addFrame(key, raw);
+      out.set(key, settle);
+    }
+    return out;
+  }
+
+  /** Hand the frames a read claimed their bytes (decoded) or the read's failure. */
+  private settleFrames(
+    claimed: Map<string, { resolve: (b: Promise<Buffer>) => void; reject: (err: unknown) => void }>,
+    g: { pack: Digest; start: number; entries: ChunkMapEntry[] },
+    bytes: Buffer | undefined | unknown,
+  ): void {
+    for (const e of g.entries) {
+      const key = frameKey(e);
+      const c = claimed.get(key);
+      if (!c) continue;
+      claimed.delete(key);
+      if (!(bytes instanceof Buffer)) {
+        c.reject(bytes ?? new KkError('NOT_FOUND', `chunk ${e.digest} is missing from the store: its pack ${e.pack} is gone`, { details: { digest: e.digest, pack: e.pack } }));
+        continue;
+      }
+      const from = e.offset - g.start;
+      if (bytes.length < from + e.length) c.reject(new Error('the pack is shorter than its chunk map says'));
+      else c.resolve(decodeFrame(Buffer.from(bytes.subarray(from, from + e.length))));
+    }
+  }
+
+  /** A group of ranges without the chunks whose frames are cached or claimed (those go to `use`). */
+  private unclaimed(
+    g: { pack: Digest; start: number; end: number; entries: ChunkMapEntry[] },
+    use: (e: ChunkMapEntry, p: Promise<Buffer>) => void,
+  ): { pack: Digest; start: number; end: number; entries: ChunkMapEntry[] } | undefined {
+    const rest: ChunkMapEntry[] = [];
+    for (const e of g.entries) {
+      const cached = this.cachedFrameChunk(e);
+      if (cached) use(e, cached);
+      else rest.push(e);
+    }
+    if (rest.length === g.entries.length) return g;
+    if (!rest.length) return undefined;
+    return { pack: g.pack, start: Math.min(...rest.map((e) => e.offset)), end: Math.max(...rest.map((e) => e.offset + e.length - 1)), entries: rest };
+  }
+
+  /** A chunk of a frame decoded lately (or being read or decoded), else undefined. */
   private cachedFrameChunk(e: ChunkMapEntry): Promise<Buffer> | undefined {
     if (e.inner === undefined) return undefined;
-    const key = `${e.pack}@${e.offset}`;
+    const key = frameKey(e);
     const f = this.frames.get(key);
     if (!f) return undefined;
     this.frames.delete(key);
@@ -443,6 +529,8 @@ export class Store {
     try {
       raw = await frame;
     } catch (err) {
+      // A failed read (NOT_FOUND lets callers fall back to a loose copy) is the read's error.
+      if (isKkError(err)) throw err;
       throw damaged('does not decode', err);
     }
     const obj = frameMember(raw, e);
@@ -676,6 +764,10 @@ export class Store {
       details: { project, app, version: spec },
     });
   }
+}
+
+function frameKey(e: ChunkMapEntry): string {
+  return `${e.pack}@${e.offset}`;
 }
 
 export function refKey(project: string, app: string, version: string): string {
