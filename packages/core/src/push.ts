@@ -81,6 +81,8 @@ const BATCH_BYTES = 8 * 1024 * 1024;
 const BATCH_FILES = 256;
 /** Chunk objects come back from the pool in smaller batches: they are held until stored. */
 const UPLOAD_BATCH_BYTES = 2 * 1024 * 1024;
+/** Encoded bytes waiting for or in upload at once. */
+const UPLOAD_BUDGET = 32 * 1024 * 1024;
 /** Chunks bound for a frame leave the pool raw. */
 const RAW: CompressionPolicy = { algorithm: 'none', level: 0, minSaving: 0 };
 
@@ -250,6 +252,9 @@ export async function push(opts: PushOptions): Promise<PushResult> {
     // packs, large ones one by one. Chunks bound for a frame come back raw: the frame is
     // compressed as a whole (PACKS.md "Frames").
     const framed = (size: number) => !!writer && packsChunk(policy, size) && writer.framed(size);
+    // Uploads leave the encoding slots at once (a round trip to the store never holds up the
+    // next encode) up to a budget of bytes in flight.
+    const uploads = new UploadQueue(opts.concurrency ?? 8, UPLOAD_BUDGET);
     await forEachLimit(batchChunks(missing, source), hasher.threads + 1, async (batch) => {
       const small = batch.filter((c) => framed(c.size));
       const alone = small.length ? batch.filter((c) => !framed(c.size)) : batch;
@@ -260,28 +265,32 @@ export async function push(opts: PushOptions): Promise<PushResult> {
       for (const [i, r] of rawObjects.entries()) {
         const src = small[i]!;
         if (!r.ok) throw new KkError('SOURCE_INVALID', r.reason, { hint: 'push from a finished build directory' });
-        for (const full of await writer!.addRaw(src.digest, r.object.subarray(1), src.size)) await storePack(full);
+        for (const full of await writer!.addRaw(src.digest, r.object.subarray(1), src.size)) await uploads.add(full.bytes.length, () => storePack(full));
         chunksUploaded++;
         bytesUploaded += src.size;
         up.add(1, src.size);
       }
-      await forEachLimit(objects.keys(), opts.concurrency ?? 8, async (i) => {
-        const r = objects[i]!;
+      for (const [i, r] of objects.entries()) {
         const src = alone[i]!;
         if (!r.ok) throw new KkError('SOURCE_INVALID', r.reason, { hint: 'push from a finished build directory' });
         if (writer && packsChunk(policy, src.size)) {
-          const full = writer.addObject(src.digest, r.object, src.size);
           chunksUploaded++;
           bytesUploaded += src.size;
-          for (const p of full) await storePack(p);
-        } else if (await store.putChunkObject(src.digest, r.object)) {
-          chunksUploaded++;
-          bytesUploaded += src.size;
-          bytesUploadedStored += r.object.length;
+          up.add(1, src.size);
+          for (const p of writer.addObject(src.digest, r.object, src.size)) await uploads.add(p.bytes.length, () => storePack(p));
+        } else {
+          await uploads.add(r.object.length, async () => {
+            if (await store.putChunkObject(src.digest, r.object)) {
+              chunksUploaded++;
+              bytesUploaded += src.size;
+              bytesUploadedStored += r.object.length;
+            }
+            up.add(1, src.size);
+          });
         }
-        up.add(1, src.size);
-      });
-    });
+      }
+    }).finally(() => uploads.drain().catch(() => {}));
+    await uploads.drain();
     for (const p of (await writer?.finish()) ?? []) await storePack(p);
     up.end();
     // Packs before the chunk map, the chunk map before the manifest and the ref that name it.
@@ -343,6 +352,57 @@ export async function push(opts: PushOptions): Promise<PushResult> {
   };
   if (retention) result.retention = retention;
   return result;
+}
+
+/**
+ * Uploads run `concurrency` at a time while the caller goes on; `add` waits only while more than
+ * `budget` bytes are queued or running. The first failure rejects every later `add` and `drain`.
+ */
+class UploadQueue {
+  private running = 0;
+  private bytes = 0;
+  private failed: unknown;
+  private readonly queue: { size: number; fn: () => Promise<void> }[] = [];
+  private waiters: (() => void)[] = [];
+
+  constructor(
+    private readonly concurrency: number,
+    private readonly budget: number,
+  ) {}
+
+  async add(size: number, fn: () => Promise<void>): Promise<void> {
+    while (this.failed === undefined && this.bytes > 0 && this.bytes + size > this.budget) await new Promise<void>((r) => this.waiters.push(r));
+    if (this.failed !== undefined) throw this.failed;
+    this.bytes += size;
+    this.queue.push({ size, fn });
+    this.pump();
+  }
+
+  /** Every upload added so far finished; throws the first failure. */
+  async drain(): Promise<void> {
+    // After a failure the queued uploads are dropped; the running ones still finish first.
+    while (this.running || (this.failed === undefined && this.queue.length)) await new Promise<void>((r) => this.waiters.push(r));
+    if (this.failed !== undefined) throw this.failed;
+  }
+
+  private pump(): void {
+    while (this.running < this.concurrency && this.queue.length && this.failed === undefined) {
+      const { size, fn } = this.queue.shift()!;
+      this.running++;
+      void fn()
+        .catch((err: unknown) => {
+          this.failed ??= err;
+        })
+        .finally(() => {
+          this.running--;
+          this.bytes -= size;
+          const waiters = this.waiters;
+          this.waiters = [];
+          for (const w of waiters) w();
+          this.pump();
+        });
+    }
+  }
 }
 
 function missingBytes(source: Map<Digest, { size: number }>): number {

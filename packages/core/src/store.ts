@@ -299,6 +299,23 @@ export class Store {
       else for (const e of g.entries) out.set(e.digest, await this.slicePacked(e, bytes, g.start));
     }).finally(() => Promise.all(fromFrames));
     if (failed !== undefined) throw failed;
+    // Drivers with a batch GET (http) fetch loose chunks a thousand a request.
+    const getMany = (this.driver as { getMany?: (keys: readonly string[]) => Promise<(Buffer | undefined)[]> }).getMany;
+    if (typeof getMany === 'function' && !this.driver.capabilities.packsOnly && loose.length) {
+      const slices: Digest[][] = [];
+      for (let i = 0; i < loose.length; i += HAS_MANY_BATCH) slices.push(loose.slice(i, i + HAS_MANY_BATCH));
+      const rest: Digest[] = [];
+      await forEachLimit(slices, Math.min(concurrency, 4), async (slice) => {
+        const got = await this.call(() => getMany.call(this.driver, slice.map(chunkKey)));
+        slice.forEach((d, j) => {
+          const b = this.counted(got[j]);
+          if (b) out.set(d, b);
+          else rest.push(d);
+        });
+      });
+      // Not loose after all: a packed lookup through maps not loaded yet, or NOT_FOUND.
+      loose.splice(0, loose.length, ...rest);
+    }
     await forEachLimit(loose, concurrency, async (d) => {
       out.set(d, await this.getChunkObject(d));
     });
