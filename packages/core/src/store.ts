@@ -126,6 +126,8 @@ export class Store {
   /** Decoded frames by `pack@offset`, oldest first; `bytes` is 0 until the decode finished. */
   private readonly frames = new Map<string, { raw: Promise<Buffer>; bytes: number }>();
   private frameBytes = 0;
+  /** Chunk objects (not in frames) a range read in flight carries, by `pack@offset`. */
+  private readonly inflight = new Map<string, Promise<Buffer>>();
   /**
    * Stored bytes this Store read for chunks (loose objects and pack ranges as they came from the
    * driver, a frame once however many of its chunks were asked for): what a pull moved. The
@@ -291,10 +293,10 @@ export class Store {
       try {
         bytes = this.counted(await this.call(() => this.driver.get(packKey(g.pack), { start: g.start, end: g.end })));
       } catch (err) {
-        this.settleFrames(claimed, g, err);
+        this.settleFrames(claimed, g, { err });
         throw err;
       }
-      this.settleFrames(claimed, g, bytes);
+      this.settleFrames(claimed, g, { bytes });
       if (!bytes) loose.push(...g.entries.map((e) => e.digest));
       else for (const e of g.entries) out.set(e.digest, await this.slicePacked(e, bytes, g.start));
     }).finally(() => Promise.all(fromFrames));
@@ -407,14 +409,14 @@ export class Store {
           .then((b) => this.counted(b))
           .then(
             (bytes) => {
-              this.settleFrames(claimed, g, bytes);
+              this.settleFrames(claimed, g, { bytes });
               for (const e of g.entries) {
                 const obj = this.slicePacked(e, bytes, g.start);
                 for (const q of waiting.get(e)!) obj.then(q.resolve, q.reject);
               }
             },
             (err) => {
-              this.settleFrames(claimed, g, err);
+              this.settleFrames(claimed, g, { err });
               for (const e of g.entries) for (const q of waiting.get(e)!) q.reject(err);
             },
           )
@@ -470,41 +472,46 @@ export class Store {
   }
 
   /**
-   * Claim the frames of `entries` that no read holds yet for the read about to go out: a
-   * concurrent request for one of their chunks waits for this read instead of reading again.
+   * Claim what `entries` need (their frames, or their chunk objects) that no read holds yet for
+   * the read about to go out: a concurrent request for one of them waits for this read instead
+   * of reading the same bytes again.
    */
   private claimFrames(entries: readonly ChunkMapEntry[]): Map<string, { resolve: (b: Promise<Buffer>) => void; reject: (err: unknown) => void }> {
     const out = new Map<string, { resolve: (b: Promise<Buffer>) => void; reject: (err: unknown) => void }>();
     for (const e of entries) {
       const key = frameKey(e);
-      if (e.inner === undefined || out.has(key) || this.frames.has(key)) continue;
+      if (out.has(key) || (e.inner === undefined ? this.inflight.has(key) : this.frames.has(key))) continue;
       let settle!: { resolve: (b: Promise<Buffer>) => void; reject: (err: unknown) => void };
       const raw = new Promise<Buffer>((resolve, reject) => (settle = { resolve, reject }));
       raw.catch(() => {});
-      this.addFrame(key, raw);
+      if (e.inner === undefined) this.inflight.set(key, raw);
+      else this.addFrame(key, raw);
       out.set(key, settle);
     }
     return out;
   }
 
-  /** Hand the frames a read claimed their bytes (decoded) or the read's failure. */
+  /** Hand what a read claimed its bytes (a frame decoded), or the read's failure. */
   private settleFrames(
     claimed: Map<string, { resolve: (b: Promise<Buffer>) => void; reject: (err: unknown) => void }>,
     g: { pack: Digest; start: number; entries: ChunkMapEntry[] },
-    bytes: Buffer | undefined | unknown,
+    result: { bytes?: Buffer; err?: unknown },
   ): void {
+    const { bytes } = result;
     for (const e of g.entries) {
       const key = frameKey(e);
       const c = claimed.get(key);
       if (!c) continue;
       claimed.delete(key);
-      if (!(bytes instanceof Buffer)) {
-        c.reject(bytes ?? new KkError('NOT_FOUND', `chunk ${e.digest} is missing from the store: its pack ${e.pack} is gone`, { details: { digest: e.digest, pack: e.pack } }));
-        continue;
+      if (e.inner === undefined) this.inflight.delete(key);
+      if ('err' in result) c.reject(result.err);
+      else if (e.inner === undefined) c.resolve(this.slicePacked(e, bytes, g.start));
+      else if (!bytes) c.reject(new KkError('NOT_FOUND', `chunk ${e.digest} is missing from the store: its pack ${e.pack} is gone`, { details: { digest: e.digest, pack: e.pack } }));
+      else {
+        const from = e.offset - g.start;
+        if (bytes.length < from + e.length) c.reject(new Error('the pack is shorter than its chunk map says'));
+        else c.resolve(decodeFrame(Buffer.from(bytes.subarray(from, from + e.length))));
       }
-      const from = e.offset - g.start;
-      if (bytes.length < from + e.length) c.reject(new Error('the pack is shorter than its chunk map says'));
-      else c.resolve(decodeFrame(Buffer.from(bytes.subarray(from, from + e.length))));
     }
   }
 
@@ -524,10 +531,10 @@ export class Store {
     return { pack: g.pack, start: Math.min(...rest.map((e) => e.offset)), end: Math.max(...rest.map((e) => e.offset + e.length - 1)), entries: rest };
   }
 
-  /** A chunk of a frame decoded lately (or being read or decoded), else undefined. */
+  /** A chunk of a frame decoded lately (or being read or decoded), or a chunk object being read; else undefined. */
   private cachedFrameChunk(e: ChunkMapEntry): Promise<Buffer> | undefined {
-    if (e.inner === undefined) return undefined;
     const key = frameKey(e);
+    if (e.inner === undefined) return this.inflight.get(key);
     const f = this.frames.get(key);
     if (!f) return undefined;
     this.frames.delete(key);
