@@ -3,13 +3,13 @@
 // progress phase, and process.resourceUsage().maxRSS.
 // --store is a directory (file store) or a store URL (http://... with KK_TOKEN in the environment).
 //   node bench/kk-run.mjs push --store DIR --dir SRC --version V [--app A] [--state DIR]
-//        [--compression none|brotli:LEVEL] [--stat-cache] [--threads N]
+//        [--compression none|brotli:LEVEL] [--packs small|all|none] [--stat-cache] [--threads N]
 //   node bench/kk-run.mjs pull --store DIR --target DIR --state DIR --version V [--app A]
 //        [--no-fsync] [--threads N]
 // Either op also takes --concurrency N (parallel store transfers). A driver that counts its
 // traffic (the ssh store) adds `traffic: {sent, received}` (bytes) to the printed line.
 import { resolve } from 'node:path';
-import { DEFAULT_COMPRESSION, Store, createHasher, pull, push } from '@kk/core';
+import { DEFAULT_COMPRESSION, DEFAULT_PACK_POLICY, Store, createHasher, pull, push } from '@kk/core';
 import { createFileDriver, openDriver } from '@kk/drivers';
 
 const [op, ...rest] = process.argv.slice(2);
@@ -26,6 +26,13 @@ const need = (name) => {
   if (typeof flags[name] !== 'string') throw new TypeError(`kk-run ${op}: --${name} is required`);
   return flags[name];
 };
+
+function packPolicy(spec = 'small') {
+  if (spec === 'none') return false;
+  if (spec === 'small') return DEFAULT_PACK_POLICY;
+  if (spec === 'all') return { mode: 'all', target: DEFAULT_PACK_POLICY.target };
+  throw new TypeError(`--packs must be small, all or none, got ${spec}`);
+}
 
 function compressionPolicy(spec) {
   if (spec === undefined) return undefined;
@@ -61,6 +68,8 @@ try {
     const store = (opened = await Store.open(await driverFor(need('store')), {
       create: true,
       compression: compressionPolicy(flags.compression),
+      // A new store gets what `kk push` gives it: small chunks in packs (frames), unless told.
+      packs: packPolicy(flags.packs),
     }));
     const state = typeof flags.state === 'string' ? resolve(flags.state) : undefined;
     result = await push({

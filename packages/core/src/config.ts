@@ -1,10 +1,12 @@
 // `.kkartifact.yml` (seed 001 7.0 and 7.5). Required for push and pull: a missing file stops
 // the command before anything is read or written, so a typo never syncs the wrong tree.
 import { readFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import { resolve } from 'node:path';
-import { parse as parseYaml } from 'yaml';
 import { KkError } from './errors.js';
 import { parseSize } from './chunking.js';
+
+let parseYaml: typeof import('yaml').parse | undefined;
 
 export type SymlinkPolicy = 'error' | 'skip' | 'follow';
 
@@ -60,6 +62,9 @@ export async function loadConfig(path = CONFIG_FILE): Promise<KkConfig> {
 export function parseConfig(text: string, path: string): KkConfig {
   let raw: unknown;
   try {
+    // yaml loads on first use: most commands read no config file, and its module graph is the
+    // largest single import of a `kk pull` (measured by the ssh-pull work, issue 14).
+    parseYaml ??= (createRequire(import.meta.url)('yaml') as typeof import('yaml')).parse;
     raw = parseYaml(text) ?? {};
   } catch (cause) {
     throw new KkError('CONFIG_INVALID', `${path} is not valid YAML: ${(cause as Error).message}`, { cause });

@@ -8,7 +8,7 @@ import type { Hasher } from './hash/pool.js';
 import { fileChunks } from './manifest.js';
 import { type ProgressCallback, phaseReporter } from './progress.js';
 import { type Store, type VersionInfo, batches, forEachLimit } from './store.js';
-import { type ChunkMapEntry, PackWriter, type SealedPack, packsChunk } from './pack.js';
+import { type ChunkMapEntry, PackAssembler, type SealedPack, packsChunk } from './pack.js';
 
 export interface CopyOptions {
   from: Store;
@@ -82,7 +82,9 @@ export async function copyVersions(opts: CopyOptions): Promise<CopyResult> {
     const rest = [...sizes.keys()].filter((d) => !reused.has(d));
     const missing = to.driver.capabilities.packsOnly ? rest : await to.missingChunks(rest);
     const progress = phaseReporter(opts.onProgress, 'upload', missing.length, missing.reduce((s, d) => s + sizes.get(d)!, 0));
-    const writer = policy ? new PackWriter(policy.target) : undefined;
+    // The same assembler push uses: small chunks arriving raw (a framed chunk of the source, or a
+    // loose raw one) go into frames of the destination again (PACKS.md "Frames").
+    const writer = policy ? new PackAssembler(policy, to.config.compression) : undefined;
     const storePack = async (p: SealedPack) => {
       await to.putChunkMap(p.entries);
       await to.putPack(p.digest, p.bytes);
@@ -99,9 +101,9 @@ export async function copyVersions(opts: CopyOptions): Promise<CopyResult> {
         const check = await opts.hasher.decodeChunk(object, d, size);
         if (!check.ok) throw new KkError('CHUNK_CORRUPT', `${check.reason} (source store ${from.driver.name})`, { details: { digest: d } });
         if (writer && packsChunk(policy, size)) {
-          const full = writer.add(d, object, size);
+          const full = writer.framed(size) && object[0] === 0 ? await writer.addRaw(d, object.subarray(1), size) : writer.addObject(d, object, size);
           result.chunksCopied++;
-          if (full) await storePack(full);
+          for (const p of full) await storePack(p);
         } else if (await to.putChunkObject(d, object)) {
           result.chunksCopied++;
           result.bytesCopied += object.length;
@@ -109,8 +111,7 @@ export async function copyVersions(opts: CopyOptions): Promise<CopyResult> {
         progress.add(1, size);
       });
     }
-    const last = writer?.finish();
-    if (last) await storePack(last);
+    for (const p of (await writer?.finish()) ?? []) await storePack(p);
     progress.end();
     const chunkMap = packed.length ? (await to.putChunkMap(packed)).digest : undefined;
     // Delta hints travel too (best effort: a missing one only costs pullers bytes).
