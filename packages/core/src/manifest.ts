@@ -1,10 +1,10 @@
 // The manifest of one version (DESIGN 4): canonical JSON, its digest, validation on every read,
 // and the renderings users check deployed trees with (seed meta.yaml, sha256sum lines).
-import { stringify as yamlStringify } from 'yaml';
+import { createRequire } from 'node:module';
 import { type Digest, isDigest, sha256Digest, digestHex } from './digest.js';
 import { KkError } from './errors.js';
 import { assertAppName, assertProjectName } from './names.js';
-import { assertSafePath, comparePaths, parentsOf } from './paths.js';
+import { assertSafePath, comparePaths } from './paths.js';
 import { type ChunkingParams, assertChunkingParams } from './chunking.js';
 
 export const MANIFEST_FORMAT = 'kk-manifest/1';
@@ -81,12 +81,32 @@ function sortKeys(value: unknown): unknown {
   return value;
 }
 
+/**
+ * Byte-wise UTF-8 order (comparePaths) without encoding: UTF-16 code units below the surrogates
+ * order as their UTF-8 bytes do, so only a difference at a unit >= U+D800 needs the bytes.
+ */
+function comparePathsFast(a: string, b: string): number {
+  const n = Math.min(a.length, b.length);
+  let i = 0;
+  while (i < n && a.charCodeAt(i) === b.charCodeAt(i)) i++;
+  if (i === n) return a.length - b.length;
+  const x = a.charCodeAt(i);
+  const y = b.charCodeAt(i);
+  return x < 0xd800 && y < 0xd800 ? x - y : comparePaths(a, b);
+}
+
+/** Whether `entries` are in strictly increasing path order (then sorting them changes nothing). */
+function strictlySorted(entries: readonly { path: string }[]): boolean {
+  for (let i = 1; i < entries.length; i++) if (comparePathsFast(entries[i - 1]!.path, entries[i]!.path) >= 0) return false;
+  return true;
+}
+
 /** Canonical JSON: keys sorted, no whitespace, files and dirs sorted by UTF-8 bytes of path. */
 export function canonicalManifestJson(m: Manifest): string {
   const norm: Manifest = {
     ...m,
-    dirs: [...m.dirs].sort((a, b) => comparePaths(a.path, b.path)),
-    files: [...m.files].sort((a, b) => comparePaths(a.path, b.path)),
+    dirs: strictlySorted(m.dirs) ? m.dirs : [...m.dirs].sort((a, b) => comparePathsFast(a.path, b.path)),
+    files: strictlySorted(m.files) ? m.files : [...m.files].sort((a, b) => comparePathsFast(a.path, b.path)),
   };
   return JSON.stringify(sortKeys(norm));
 }
@@ -97,26 +117,44 @@ export function encodeManifest(m: Manifest): { bytes: Buffer; digest: Digest } {
   return { bytes, digest: sha256Digest(bytes) };
 }
 
+// The canonical bytes each decoded manifest came from: saving a copy of it (the deploy
+// directory's state keeps one per applied version) writes them instead of encoding again.
+const decodedFrom = new WeakMap<Manifest, { bytes: Buffer; digest: Digest }>();
+
+/**
+ * The canonical bytes and digest of a manifest that decodeManifest returned, re-encoded if it was
+ * built another way. A decoded manifest is read-only: nothing in kk edits one in place (versions
+ * are new objects), so its bytes are still its encoding.
+ */
+export function manifestBytes(m: Manifest): { bytes: Buffer; digest: Digest } {
+  return decodedFrom.get(m) ?? encodeManifest(m);
+}
+
 /** Parse and validate stored manifest bytes; `expected` is checked when given. */
 export function decodeManifest(bytes: Uint8Array, expected?: Digest): Manifest {
-  if (expected && sha256Digest(bytes) !== expected) {
+  const digest = sha256Digest(bytes);
+  if (expected && digest !== expected) {
     throw new KkError('CHUNK_CORRUPT', `manifest ${expected} does not match its digest`, { details: { digest: expected } });
   }
+  const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const text = buf.toString('utf8');
   let parsed: unknown;
   try {
-    parsed = JSON.parse(Buffer.from(bytes).toString('utf8'));
+    parsed = JSON.parse(text);
   } catch (cause) {
     throw new KkError('MANIFEST_INVALID', 'manifest is not valid JSON', { cause });
   }
   validateManifest(parsed);
   // The digest names the canonical bytes: another spelling of the same manifest is another
-  // digest, and local copies (saved canonical) would never be found under it.
-  if (canonicalManifestJson(parsed) !== Buffer.from(bytes).toString('utf8')) {
+  // digest, and local copies (saved canonical) would never be found under it. (Paths are unique
+  // once validated, so unsorted files or dirs can never be canonical.)
+  if (!strictlySorted(parsed.files) || !strictlySorted(parsed.dirs) || canonicalManifestJson(parsed) !== text) {
     throw new KkError('MANIFEST_INVALID', 'manifest is not in canonical form (sorted keys and paths, no whitespace)', {
       hint: 'manifests are written by kk push; re-push the version instead of editing it',
       ...(expected ? { details: { digest: expected } } : {}),
     });
   }
+  decodedFrom.set(parsed, { bytes: Buffer.from(buf), digest });
   return parsed;
 }
 
@@ -144,7 +182,7 @@ export function validateManifest(m: unknown): asserts m is Manifest {
     if (p === RESERVED_TOP_LEVEL || p.startsWith(`${RESERVED_TOP_LEVEL}/`)) bad(`${p}: the top-level name ${RESERVED_TOP_LEVEL} is reserved for kk`);
   };
   for (const d of o.dirs as DirEntry[]) {
-    assertSafePath(d?.path);
+    if (!plainSafePath(d?.path)) assertSafePath(d?.path);
     reserved(d.path);
     if (!isUint(d.mode) || d.mode > 0o1777) bad(`dir ${d.path}: bad mode`);
     if (dirs.has(d.path)) bad(`dir ${d.path} listed twice`);
@@ -153,7 +191,7 @@ export function validateManifest(m: unknown): asserts m is Manifest {
   const files = new Set<string>();
   const max = (o.chunking as ChunkingParams).max;
   for (const f of o.files as FileEntry[]) {
-    assertSafePath(f?.path);
+    if (!plainSafePath(f?.path)) assertSafePath(f?.path);
     reserved(f.path);
     if (files.has(f.path) || dirs.has(f.path)) bad(`path ${f.path} listed twice`);
     files.add(f.path);
@@ -185,9 +223,23 @@ export function validateManifest(m: unknown): asserts m is Manifest {
     for (const r of o.ignore) if (typeof r !== 'string' || r.length === 0 || r.length > 4096 || r.includes('\n')) bad('ignore patterns must be non-empty one-line strings');
   }
   // A path cannot be both a file and the parent of another entry.
-  for (const p of [...files, ...dirs]) {
-    for (const parent of parentsOf(p)) if (files.has(parent)) bad(`${parent} is a file and a directory`);
+  // (Parents by prefix, outermost first, as parentsOf lists them.)
+  for (const set of [files, dirs]) {
+    for (const p of set) {
+      for (let i = p.indexOf('/'); i > 0; i = p.indexOf('/', i + 1)) {
+        if (files.has(p.slice(0, i))) bad(`${p.slice(0, i)} is a file and a directory`);
+      }
+    }
   }
+}
+
+// An ASCII path of 1..255-byte segments, none empty, "." or "..", no NUL or backslash, at most
+// 4095 bytes: what assertSafePath accepts, decided by one regular expression. Other paths go
+// through assertSafePath itself (which also words the refusal).
+const SEGMENT = String.raw`(?!\.\.?(?:/|$))[\x01-\x2e\x30-\x5b\x5d-\x7f]{1,255}`;
+const PLAIN_SAFE_PATH = new RegExp(`^${SEGMENT}(?:/${SEGMENT})*$`);
+function plainSafePath(p: unknown): boolean {
+  return typeof p === 'string' && p.length <= 4095 && PLAIN_SAFE_PATH.test(p);
 }
 
 export function manifestKey(d: Digest): string {
@@ -195,8 +247,13 @@ export function manifestKey(d: Digest): string {
   return `manifests/${hex.slice(0, 2)}/${hex}`;
 }
 
+// The yaml package is loaded on first use: it costs a pull (which never renders YAML) ~0.1 s
+// of start-up on its own.
+let yamlStringify: typeof import('yaml').stringify | undefined;
+
 /** The seed's meta.yaml shape (seed 001 section 4). */
 export function renderMetaYaml(m: Manifest): string {
+  yamlStringify ??= (createRequire(import.meta.url)('yaml') as typeof import('yaml')).stringify;
   return yamlStringify({
     project: m.project,
     app: m.app,

@@ -6,7 +6,7 @@ import { lstat, mkdir, open, readFile, readdir, rm, stat, unlink } from 'node:fs
 import { join, resolve } from 'node:path';
 import { type Digest, digestHex, sha256Digest } from '../digest.js';
 import { KkError } from '../errors.js';
-import { type Manifest, decodeManifest, encodeManifest } from '../manifest.js';
+import { type Manifest, decodeManifest, manifestBytes } from '../manifest.js';
 import { defaultStateRoot, pathKey, readJsonFile, writeFileAtomic } from '../state.js';
 
 export interface AppliedVersion {
@@ -129,7 +129,8 @@ export class TargetState {
   }
 
   async saveManifest(m: Manifest): Promise<Digest> {
-    const { bytes, digest } = encodeManifest(m);
+    // A manifest read from the store is saved as the bytes it was read from (already checked).
+    const { bytes, digest } = manifestBytes(m);
     await writeFileAtomic(join(this.dir, 'manifests', `${digestHex(digest)}.json`), bytes);
     return digest;
   }
