@@ -101,6 +101,27 @@ function strictlySorted(entries: readonly { path: string }[]): boolean {
   return true;
 }
 
+/**
+ * Whether every object's keys already come in sorted order: then sortKeys would rebuild each
+ * with the same order, and JSON.stringify of the value itself is its canonical JSON (a cheap
+ * first check in decodeManifest; anything else takes the full canonicalManifestJson).
+ */
+function keysSorted(value: unknown): boolean {
+  if (Array.isArray(value)) {
+    for (const v of value) if (v && typeof v === 'object' && !keysSorted(v)) return false;
+    return true;
+  }
+  if (!value || typeof value !== 'object') return true;
+  const keys = Object.keys(value);
+  for (let i = 0; i < keys.length; i++) {
+    if (i > 0 && !(keys[i - 1]! < keys[i]!)) return false;
+    const v = (value as Record<string, unknown>)[keys[i]!];
+    if (v === undefined) return false;
+    if (v && typeof v === 'object' && !keysSorted(v)) return false;
+  }
+  return true;
+}
+
 /** Canonical JSON: keys sorted, no whitespace, files and dirs sorted by UTF-8 bytes of path. */
 export function canonicalManifestJson(m: Manifest): string {
   const norm: Manifest = {
@@ -148,7 +169,7 @@ export function decodeManifest(bytes: Uint8Array, expected?: Digest): Manifest {
   // The digest names the canonical bytes: another spelling of the same manifest is another
   // digest, and local copies (saved canonical) would never be found under it. (Paths are unique
   // once validated, so unsorted files or dirs can never be canonical.)
-  if (!strictlySorted(parsed.files) || !strictlySorted(parsed.dirs) || canonicalManifestJson(parsed) !== text) {
+  if (!strictlySorted(parsed.files) || !strictlySorted(parsed.dirs) || !(keysSorted(parsed) && JSON.stringify(parsed) === text) && canonicalManifestJson(parsed) !== text) {
     throw new KkError('MANIFEST_INVALID', 'manifest is not in canonical form (sorted keys and paths, no whitespace)', {
       hint: 'manifests are written by kk push; re-push the version instead of editing it',
       ...(expected ? { details: { digest: expected } } : {}),
