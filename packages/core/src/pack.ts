@@ -244,7 +244,8 @@ export function decodeChunkMap(bytes: Uint8Array, expected?: Digest): ChunkMap {
  * entries it receives); `finish` returns the last, partial pack.
  */
 export class PackWriter {
-  private parts: Uint8Array[] = [];
+  /** The pack being filled: objects are copied in (the buffers they came in are free at once). */
+  private buf: Buffer | undefined;
   private pending: { digest: Digest; offset: number; length: number; size: number; inner?: number }[] = [];
   private bytes = 0;
   private readonly seen = new Set<Digest>();
@@ -261,8 +262,7 @@ export class PackWriter {
     if (this.seen.has(digest)) return undefined;
     this.seen.add(digest);
     this.pending.push({ digest, offset: this.bytes, length: object.length, size });
-    this.parts.push(object);
-    this.bytes += object.length;
+    this.append(object);
     return this.bytes >= this.target ? this.seal() : undefined;
   }
 
@@ -280,9 +280,20 @@ export class PackWriter {
       added++;
     }
     if (!added) return undefined;
-    this.parts.push(object);
-    this.bytes += object.length;
+    this.append(object);
     return this.bytes >= this.target ? this.seal() : undefined;
+  }
+
+  private append(object: Uint8Array): void {
+    const need = this.bytes + object.length;
+    if (!this.buf || this.buf.length < need) {
+      // Sized for a whole pack up front (pages are touched only as they fill); grows rarely.
+      const next = Buffer.allocUnsafe(Math.max(need, this.target + 64 * 1024, (this.buf?.length ?? 0) * 2));
+      if (this.buf) this.buf.copy(next, 0, 0, this.bytes);
+      this.buf = next;
+    }
+    this.buf.set(object, this.bytes);
+    this.bytes = need;
   }
 
   /** The last pack, if anything is buffered. */
@@ -291,10 +302,10 @@ export class PackWriter {
   }
 
   private seal(): SealedPack {
-    const bytes = Buffer.concat(this.parts, this.bytes);
+    const bytes = this.buf!.subarray(0, this.bytes);
     const digest = `sha256:${createHash('sha256').update(bytes).digest('hex')}` as Digest;
     const entries = this.pending.map((p) => ({ ...p, pack: digest }));
-    this.parts = [];
+    this.buf = undefined;
     this.pending = [];
     this.bytes = 0;
     return { digest, bytes, entries };
@@ -343,7 +354,8 @@ function withHeader(encoding: number, payload: Uint8Array): Buffer {
 export async function encodeFrame(raw: Uint8Array, policy: CompressionPolicy, level = policy.level): Promise<Buffer | undefined> {
   if (policy.algorithm !== 'brotli') return undefined;
   const packed = await brotliCompressAsync(raw, {
-    params: { [z.BROTLI_PARAM_QUALITY]: level, [z.BROTLI_PARAM_SIZE_HINT]: raw.length, [z.BROTLI_PARAM_LGWIN]: 22 },
+    // A window no larger than the frame: the same output, less encoder memory.
+    params: { [z.BROTLI_PARAM_QUALITY]: level, [z.BROTLI_PARAM_SIZE_HINT]: raw.length, [z.BROTLI_PARAM_LGWIN]: Math.max(16, Math.min(22, Math.ceil(Math.log2(raw.length + 1)))) },
   });
   return packed.length <= raw.length * (1 - policy.minSaving) ? withHeader(ENCODING_BROTLI, packed) : undefined;
 }

@@ -82,7 +82,7 @@ const BATCH_FILES = 256;
 /** Chunk objects come back from the pool in smaller batches: they are held until stored. */
 const UPLOAD_BATCH_BYTES = 2 * 1024 * 1024;
 /** Encoded bytes waiting for or in upload at once. */
-const UPLOAD_BUDGET = 32 * 1024 * 1024;
+const UPLOAD_BUDGET = 16 * 1024 * 1024;
 /** Chunks bound for a frame leave the pool raw. */
 const RAW: CompressionPolicy = { algorithm: 'none', level: 0, minSaving: 0 };
 
