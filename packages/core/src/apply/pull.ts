@@ -657,11 +657,17 @@ async function stageFiles(
   const concurrency = opts.concurrency ?? 8;
   const progress = phaseReporter(opts.onProgress, 'fetch', plan.write.length, plan.bytesToWrite);
   let storePromise: Promise<Store> | undefined;
-  const store = () => (storePromise ??= openStore(opts.store));
+  // bytesFetched counts what the Store read for chunks (Store.chunkBytesRead: a frame once, as
+  // stored), not the objects it returns (a chunk of a frame comes back raw), plus the deltas.
+  let counted: { store: Store; before: number } | undefined;
+  const store = () =>
+    (storePromise ??= openStore(opts.store).then((s) => {
+      counted = { store: s, before: s.chunkBytesRead };
+      return s;
+    }));
   const fetchObject = async (d: Digest, size: number): Promise<Buffer> => {
     const object = await (await store()).getChunkObject(d);
     result.chunksFetched++;
-    result.bytesFetched += object.length;
     result.bytesFetchedRaw += size;
     return object;
   };
@@ -698,9 +704,8 @@ async function stageFiles(
       // One batch request: chunks packed near each other come with one range read.
       const sizes = new Map(list.map((r) => [r.digest as Digest, r.size]));
       const objects = await (await store()).getChunkObjects([...sizes.keys()], concurrency);
-      for (const [d, o] of objects) {
+      for (const d of objects.keys()) {
         result.chunksFetched++;
-        result.bytesFetched += o.length;
         result.bytesFetchedRaw += sizes.get(d) ?? 0;
       }
       for (const r of list) {
@@ -842,6 +847,7 @@ async function stageFiles(
   });
 
   await Promise.all(writeback);
+  if (counted) result.bytesFetched += counted.store.chunkBytesRead - counted.before;
   // Durable before anything is renamed into place: one syncfs rather than an fsync per file.
   if ((opts.fsync ?? true) && plan.write.length) await makeDurable(fsRoot, plan.write.map((_, i) => stagedPath(i)));
   progress.end();
