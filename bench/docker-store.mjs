@@ -36,9 +36,10 @@ const bigBytes = Math.round(Number(opt['big-gib'] ?? (quick ? 1 / 32 : 1)) * 2 *
 const treeFiles = Math.round(Number(opt['tree-files'] ?? (quick ? 500 : 20000)));
 const outBase = resolve(ROOT, typeof opt.out === 'string' ? opt.out : `bench/results/${quick ? 'docker-store-quick' : 'docker-store'}`);
 
-// A patch release of a few large files, and a major version of thousands of small ones.
+// A patch release of a few large files, a native binary, and a major version of thousands of small ones.
 const REAL_PACKAGES = [
   { label: 'typescript', name: 'typescript', old: '5.9.2', new: '5.9.3' },
+  { label: 'next-swc', name: '@next/swc-linux-x64-gnu', old: '16.4.5', new: '16.4.6' },
   { label: 'date-fns', name: 'date-fns', old: '2.30.0', new: '3.6.0' },
 ];
 
