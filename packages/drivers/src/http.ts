@@ -1,8 +1,9 @@
 // The http driver: a kk server (packages/server) as a store. Keys of the DESIGN 3 layout map to
 // the server's chunk protocol (/api/v1/chunks, manifests, refs, channels), where the server
 // checks each write; any other key goes to /api/v1/objects/<key>. undici keep-alive pool,
-// batched existence checks, batch GET of chunks (getMany: framed, streamed responses), jittered retries on 5xx and network errors (core's withRetry), and
-// HTTP statuses translated to KkError codes here, once.
+// batched existence checks, batch GET of chunks (getMany: framed, streamed responses),
+// jittered retries on 5xx and network errors (core's withRetry), and HTTP statuses translated
+// to KkError codes here, once.
 import { hostname, userInfo } from 'node:os';
 import { StringDecoder } from 'node:string_decoder';
 import { Pool } from 'undici';
@@ -310,6 +311,8 @@ function pathOf(key: string): string {
 // ---- batch GET frames ----
 
 const BATCH_TYPE = 'application/vnd.kk.chunk-batch';
+/** No stored chunk object is this large (chunks are at most a few MiB): a frame that says so is garbage. */
+const MAX_FRAME = 256 * 1024 * 1024;
 
 /**
  * The frames of a batch GET, one per requested digest in order: a 4-byte big-endian length and
@@ -345,6 +348,7 @@ async function readFrames(body: AsyncIterable<Buffer>, count: number): Promise<(
       lenHave = 0;
       const size = len.readUInt32BE(0);
       if (size === MISSING_FRAME) out.push(undefined);
+      else if (size > MAX_FRAME) throw new KkError('BACKEND', `batch GET: the server announced an object of ${size} bytes, more than any chunk`);
       else if (size === 0) out.push(Buffer.alloc(0));
       else {
         cur = Buffer.allocUnsafeSlow(size);
