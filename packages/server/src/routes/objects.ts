@@ -315,22 +315,16 @@ async function putChunk(srv: ServerContext, c: Call, digest: Digest, ifAbsent: b
   if (object.length > 0 && object[0] === 0 && object.length - 1 > max) {
     throw new KkError('CHUNK_CORRUPT', `chunk ${digest} refused: ${object.length - 1} bytes is larger than the store's maximum chunk of ${max}`, { details: { digest, max } });
   }
-  // A raw object was hashed while it arrived (once, no copy to the pool): the create-if-absent
-  // says whether it was there. A compressed one is decoded and hashed in the pool, unless the
-  // store has it already.
-  if (rawDigest === undefined) {
-    const [present] = await srv.store.driver.hasMany([chunkKey(digest)]);
-    if (present) {
-      srv.metrics.dedupHits.inc({ via: 'put' });
-      return created(c, false, ifAbsent);
-    }
-    await verifyChunkObject(srv, digest, object);
-  } else if (rawDigest !== digest) {
+  // A raw object was hashed while it arrived (once, no copy to the pool); a compressed one is
+  // decoded and hashed in the pool. No stat first: clients upload what /chunks/missing called
+  // missing, and the create-if-absent says whether it was there after all.
+  if (rawDigest === undefined) await verifyChunkObject(srv, digest, object);
+  else if (rawDigest !== digest) {
     throw new KkError('CHUNK_CORRUPT', `chunk ${digest} refused: its bytes hash to ${rawDigest}`, { details: { digest } });
   }
   const isNew = await srv.store.putChunkObject(digest, object);
   if (isNew) srv.metrics.chunksStored.inc();
-  else if (rawDigest !== undefined) srv.metrics.dedupHits.inc({ via: 'put' });
+  else srv.metrics.dedupHits.inc({ via: 'put' });
   return created(c, isNew, ifAbsent);
 }
 
