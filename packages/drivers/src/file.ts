@@ -239,7 +239,10 @@ export function createFileDriver(opts: FileDriverOptions) {
             if (errnoOf(err) === 'EEXIST') return false;
             throw err;
           } finally {
-            await fs.rm(tmp, { force: true });
+            // unlink, not rm: rm stats first (one syscall more per object; measured by the http work).
+            await fs.unlink(tmp).catch((err: unknown) => {
+              if (!isMissing(err)) throw err;
+            });
           }
         });
       } catch (err) {
