@@ -34,6 +34,7 @@ kk_sdir=
 kk_lf=
 kk_staged=0
 kk_e2=
+kk_dd=
 
 kk_mkparent() {
   kk_d=$1
@@ -146,12 +147,19 @@ kk_readrange() {
   kk_f=$kk_root/$kk_k
   if [ -f "$kk_f" ]; then
     kk_r=$kk_lf.r
-    if [ "$2" -gt 0 ]; then tail -c +$(($1 + 1)) "$kk_f" 2>/dev/null | head -c "$2" > "$kk_r"; else : > "$kk_r"; fi
+    # GNU dd copies the range in one process; elsewhere tail | head does (dd said no once: kk_dd=no).
+    # The range file is overwritten by the next read and removed when the session ends.
+    if [ "$2" -le 0 ]; then : > "$kk_r"
+    elif [ "$kk_dd" != no ] && dd if="$kk_f" of="$kk_r" bs=1048576 iflag=skip_bytes,count_bytes skip="$1" count="$2" status=none 2>/dev/null; then :
+    else
+      kk_dd=no
+      tail -c +$(($1 + 1)) "$kk_f" 2>/dev/null | head -c "$2" > "$kk_r"
+    fi
     printf 'tar\n'
     kk_e=$(tar -cf - -C "${'$'}{kk_r%/*}" "${'$'}{kk_r##*/}" 2>&1 >&3)
     kk_rc=$?
-    rm -f "$kk_r"
-    printf 'end %s %s\n' "$kk_rc" "$(kk_oneline "$kk_e")"
+    if [ -n "$kk_e" ]; then kk_e=$(kk_oneline "$kk_e"); fi
+    printf 'end %s %s\n' "$kk_rc" "$kk_e"
   else
     printf 'none\n'
   fi
