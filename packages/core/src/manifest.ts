@@ -1,6 +1,7 @@
 // The manifest of one version (DESIGN 4): canonical JSON, its digest, validation on every read,
 // and the renderings users check deployed trees with (seed meta.yaml, sha256sum lines).
 import { createRequire } from 'node:module';
+import { brotliCompressSync, brotliDecompressSync, constants as zlibConstants } from 'node:zlib';
 import { type Digest, isDigest, sha256Digest, digestHex } from './digest.js';
 import { KkError } from './errors.js';
 import { assertAppName, assertProjectName } from './names.js';
@@ -151,8 +152,44 @@ export function manifestBytes(m: Manifest): { bytes: Buffer; digest: Digest } {
   return decodedFrom.get(m) ?? encodeManifest(m);
 }
 
-/** Parse and validate stored manifest bytes; `expected` is checked when given. */
-export function decodeManifest(bytes: Uint8Array, expected?: Digest): Manifest {
+/**
+ * First byte of a manifest stored compressed (stores whose kk-store.json has
+ * `"manifests":"brotli"`): the byte, then brotli of the canonical JSON. JSON never starts with
+ * it. The manifest's digest, and so the version's identity, is always that of the JSON.
+ */
+export const MANIFEST_BROTLI = 0x01;
+/** A compressed manifest never inflates past this (a reader's bound against damaged or hostile bytes). */
+export const MANIFEST_MAX_BYTES = 256 * 1024 * 1024;
+
+/** The stored form of canonical manifest bytes in a store that compresses manifests. */
+export function compressManifest(json: Uint8Array): Buffer {
+  const packed = brotliCompressSync(json, {
+    params: {
+      [zlibConstants.BROTLI_PARAM_QUALITY]: 3,
+      [zlibConstants.BROTLI_PARAM_MODE]: zlibConstants.BROTLI_MODE_TEXT,
+      [zlibConstants.BROTLI_PARAM_SIZE_HINT]: json.length,
+    },
+  });
+  return Buffer.concat([Buffer.of(MANIFEST_BROTLI), packed]);
+}
+
+/** The canonical JSON bytes of a stored manifest (compressed or not). */
+export function manifestJson(stored: Uint8Array, expected?: Digest): Uint8Array {
+  if (stored[0] !== MANIFEST_BROTLI) return stored;
+  try {
+    return brotliDecompressSync(stored.subarray(1), { maxOutputLength: MANIFEST_MAX_BYTES });
+  } catch (cause) {
+    throw new KkError('CHUNK_CORRUPT', `manifest ${expected ?? ''} is damaged: its compressed bytes do not decode`.replace('  ', ' '), {
+      cause,
+      hint: 'run kk fsck on the store; re-push the version from its build to restore it',
+      ...(expected ? { details: { digest: expected } } : {}),
+    });
+  }
+}
+
+/** Parse and validate stored manifest bytes (JSON, or compressed JSON); `expected` is checked when given. */
+export function decodeManifest(stored: Uint8Array, expected?: Digest): Manifest {
+  const bytes = manifestJson(stored, expected);
   const digest = sha256Digest(bytes);
   if (expected && digest !== expected) {
     throw new KkError('CHUNK_CORRUPT', `manifest ${expected} does not match its digest`, { details: { digest: expected } });

@@ -4,7 +4,7 @@ import { hostname, userInfo } from 'node:os';
 import { type Digest, assertDigest, digestHex, isDigest } from './digest.js';
 import { type Driver, type PruneDriver, type PullRecord, type WriteDriver, isPruneDriver, isWriteDriver } from './driver.js';
 import { KkError, isKkError } from './errors.js';
-import { type Manifest, decodeManifest, encodeManifest, manifestKey } from './manifest.js';
+import { type Manifest, compressManifest, decodeManifest, encodeManifest, manifestKey } from './manifest.js';
 import { assertAppName, assertChannelName, assertProjectName, assertVersionName } from './names.js';
 import { type ChunkingParams, assertChunkingParams, chunkingFor } from './chunking.js';
 import { type CompressionPolicy, DEFAULT_COMPRESSION } from './hash/codec.js';
@@ -32,6 +32,12 @@ export interface StoreConfig {
   compression: CompressionPolicy;
   /** Which chunks go into packs (DESIGN 11, PACKS.md); absent in stores made before packs: loose only. */
   packs?: PackPolicy;
+  /**
+   * How manifests are stored: `brotli` (MANIFEST_BROTLI + brotli of the JSON; new stores with a
+   * pack policy), absent = the JSON itself (older stores, and docker:// / tar://, whose blob
+   * names must be the SHA-256 of their bytes). Readers accept both forms in any store.
+   */
+  manifests?: 'brotli';
   created: string;
 }
 
@@ -75,6 +81,8 @@ export interface OpenStoreOptions {
    * declares `packsOnly`.
    */
   packs?: PackPolicy | false;
+  /** Manifest storage of a new store; default `brotli` when it gets a pack policy (never for packsOnly drivers). */
+  manifests?: 'brotli' | 'json';
 }
 
 export function chunkKey(d: Digest): string {
@@ -159,6 +167,7 @@ export class Store {
     };
     if (packsOnly) config.packs = { ...ALL_PACKS_POLICY, target: opts.packs ? opts.packs.target : ALL_PACKS_POLICY.target };
     else if (opts.packs) config.packs = opts.packs;
+    if (!packsOnly && (opts.manifests ?? (opts.packs ? 'brotli' : 'json')) === 'brotli') config.manifests = 'brotli';
     await backend(driver, () => w.putIfAbsent(STORE_CONFIG_KEY, Buffer.from(JSON.stringify(config, null, 2))));
     // Another creator may have won the race: whatever is stored now is the truth.
     const stored = await backend(driver, () => driver.get(STORE_CONFIG_KEY));
@@ -630,7 +639,8 @@ export class Store {
 
   async putManifest(m: Manifest): Promise<Digest> {
     const { bytes, digest } = encodeManifest(m);
-    await this.call(() => this.writer.putIfAbsent(manifestKey(digest), bytes));
+    const stored = this.config.manifests === 'brotli' && !this.driver.capabilities.packsOnly ? compressManifest(bytes) : bytes;
+    await this.call(() => this.writer.putIfAbsent(manifestKey(digest), stored));
     return digest;
   }
 
@@ -820,6 +830,9 @@ function parseStoreConfig(raw: Uint8Array): StoreConfig {
   assertChunkingParams(c.chunking);
   c.compression ??= { algorithm: 'none', level: 0, minSaving: 0.1 };
   if (c.packs !== undefined) assertPackPolicy(c.packs);
+  if (c.manifests !== undefined && c.manifests !== 'brotli') {
+    throw new KkError('STORE_INVALID', `${STORE_CONFIG_KEY}: manifests is ${JSON.stringify(c.manifests)}, this kk knows "brotli"`, { hint: 'upgrade kk to read this store' });
+  }
   return c;
 }
 

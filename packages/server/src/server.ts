@@ -10,7 +10,7 @@ import { homedir, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Control, importStoreState } from '@kk/control';
-import { type Digest, type Hasher, KkError, type Store, createHasher, decodeManifest, manifestKey, Store as StoreClass } from '@kk/core';
+import { type Digest, type Hasher, KkError, type Store, createHasher, decodeManifest, manifestBytes, manifestKey, Store as StoreClass } from '@kk/core';
 import { openDriver } from '@kk/drivers';
 import type { AuditLog } from './audit.js';
 import { Caches, type CachedManifest } from './cache.js';
@@ -297,7 +297,9 @@ export class KkServer implements ServerContext {
     if (hit) return hit;
     const bytes = await this.store.driver.get(manifestKey(digest));
     if (!bytes) throw new KkError('NOT_FOUND', `manifest ${digest} does not exist`);
-    const entry: CachedManifest = { manifest: decodeManifest(bytes, digest), bytes };
+    // Clients and the API get the JSON whatever the store keeps (a store may compress manifests).
+    const manifest = decodeManifest(bytes, digest);
+    const entry: CachedManifest = { manifest, bytes: manifestBytes(manifest).bytes };
     this.caches.manifests.set(digest, entry);
     return entry;
   }
