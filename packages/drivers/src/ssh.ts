@@ -328,6 +328,9 @@ export function createSshDriver(opts: SshDriverOptions) {
   }
 
   async function sendWrites(batch: WriteOp[]): Promise<void> {
+    // In key order (stable: writes of one key keep theirs), a directory's keys come together: the
+    // host checks each new key's directory once per run of them (kk_linkdirs).
+    batch.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
     try {
       const id = (batchNo++).toString(36);
       const ch = await channel();
