@@ -319,7 +319,10 @@ describe('deploys: kk serve + kk agent + kk deploy', () => {
       return d.active === false ? d : undefined;
     });
     expect(done, agentLog.split('\n').slice(-20).join('\n')).toMatchObject({ status: 'success', result: { health_check: { success: true, check_type: 'script' } } });
-    expect(agentLog).toMatch(new RegExp(`deploy ${r.json.id}: recovered after a restart, ended success`));
+    // The agent logs its recovery once recover() returns, which is after the server has the callback.
+    const recoveredLine = new RegExp(`deploy ${r.json.id}: recovered after a restart, ended success`);
+    await until('the agent to log its recovery', 30_000, async () => recoveredLine.test(agentLog) || undefined);
+    expect(agentLog).toMatch(recoveredLine);
     const statuses = (await api(`/api/deploy/${r.json.id}/status`)).items.map((h: { status: string }) => h.status);
     expect(inOrder(statuses, ['pending', 'executing', 'script_running', 'health_check', 'success']), statuses.join(' ')).toBe(true);
   }, 180_000);

@@ -85,6 +85,10 @@ describeDialects('deploys', (ctx) => {
     // Another node may not report on it.
     const other = await enrolled(c, 'web-2');
     expect(isKkError(await caught(c.deploys.report(d.id, other.id, { status: 'success', progress: 100 })), 'FORBIDDEN')).toBe(true);
+    // A report of a final status (the agent reports before it calls back) does not end the deploy
+    // and is no error (it was a CHECK-constraint 500): only the callback ends it.
+    expect(await c.deploys.report(d.id, node.id, { status: 'rolled_back', progress: 100 })).toBe(false);
+    expect((await c.deploys.get(d.id))?.active).toBe(true);
     const payload = {
       callback_id: d.id,
       command_type: 'deploy.kk',

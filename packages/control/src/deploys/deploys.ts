@@ -314,9 +314,10 @@ export class Deploys {
       fence(id, cur.attempt_id, attempt);
       await this.appendLogs(tx, id, r.logs ?? []);
       const from = cur.status as DeployStatus;
-      if (!cur.active || !deployAllowed(from, r.status)) return false;
+      // A report never ends a deploy: only the callback (or the deadline) does. A report of a final
+      // status (the agent reports before it calls back) keeps its logs and changes nothing else.
+      if (!cur.active || FINAL_STATUSES.includes(r.status) || !deployAllowed(from, r.status)) return false;
       const progress = Math.max(0, Math.min(100, Math.round(r.progress)));
-      // A report never ends a deploy: only the callback (or the deadline) does.
       return transitionDeploy(tx, this.events, { id, from, to: r.status, progress, message: r.message ?? r.status, active: true }, `node:${node}`);
     });
   }
